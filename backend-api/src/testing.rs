@@ -77,6 +77,7 @@ pub fn example_policy_input(settings: serde_json::Value) -> PolicyInput {
             scratch_disk: false,
             guest_network: true,
             shell: false,
+            guest_dns: Some("10.0.2.3".to_owned()),
         },
     }
 }

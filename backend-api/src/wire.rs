@@ -336,6 +336,9 @@ pub struct SessionInfo {
     pub guest_network: bool,
     /// The shell instead of claude (`--shell`).
     pub shell: bool,
+    /// The resolver the guest's network provides (from the backend's plan), if any.
+    #[serde(default)]
+    pub guest_dns: Option<String>,
 }
 
 /// A policy's answer.
@@ -387,7 +390,8 @@ pub enum SeedSource {
 pub enum SetupStep {
     /// Copy a seed directory into the agent's fresh tmpfs `~/.claude`.
     ClaudeHome { seed_dir: String },
-    /// Install a seed file at a guest path.
+    /// Install a seed file at a guest path; a `guest_path` starting with `~/` is relative to
+    /// the agent's home directory.
     InstallFile {
         seed_path: String,
         guest_path: String,
@@ -410,14 +414,25 @@ pub enum GuestOwner {
     Agent,
 }
 
-/// The egress filter as data.
+/// The egress filter as data: everything not listed is dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallRules {
-    /// Addresses or CIDRs the guest may reach over TCP.
-    pub allow: Vec<String>,
+    /// TCP destinations the guest may reach.
+    pub allow: Vec<AllowRule>,
+    /// The only resolver DNS (UDP/TCP 53) may go to; `None` = no DNS at all.
+    #[serde(default)]
+    pub dns_server: Option<String>,
+}
+
+/// One allowed TCP destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowRule {
+    /// An address or CIDR (`203.0.113.7`, `10.0.0.0/8`, `2001:db8::/32`).
+    pub destination: String,
     pub tcp_ports: Vec<u16>,
-    /// The only resolver DNS may go to.
-    pub dns_server: String,
+    /// The name the user wrote, when the address came from resolving it.
+    #[serde(default)]
+    pub from_name: Option<String>,
 }
 
 /// One `-o Key=Value` for the ssh client.
