@@ -30,19 +30,21 @@ fn split_key(key: &str) -> Option<(&str, Option<&str>, &str)> {
 fn is_program_valued(section: &str, subsection: Option<&str>, name: &str) -> bool {
     let section = section.to_ascii_lowercase();
     let name = name.to_ascii_lowercase();
-    match (section.as_str(), subsection, name.as_str()) {
-        ("core", None, "editor" | "pager" | "sshcommand" | "fsmonitor" | "askpass") => true,
-        ("core", None, "hookspath") => true,
-        ("sequence", None, "editor") => true,
-        ("diff", None, "external") => true,
-        ("diff", Some(_), "command" | "textconv") => true,
-        ("merge", Some(_), "driver") => true,
-        ("filter", Some(_), "clean" | "smudge" | "process") => true,
-        ("difftool" | "mergetool", Some(_), "cmd" | "path") => true,
-        ("interactive", None, "difffilter") => true,
-        ("pager", _, _) => true,
-        _ => false,
-    }
+    matches!(
+        (section.as_str(), subsection, name.as_str()),
+        (
+            "core",
+            None,
+            "editor" | "pager" | "sshcommand" | "fsmonitor" | "askpass" | "hookspath"
+        ) | ("sequence", None, "editor")
+            | ("diff", None, "external")
+            | ("diff", Some(_), "command" | "textconv")
+            | ("merge", Some(_), "driver")
+            | ("filter", Some(_), "clean" | "smudge" | "process")
+            | ("difftool" | "mergetool", Some(_), "cmd" | "path")
+            | ("interactive", None, "difffilter")
+            | ("pager", _, _)
+    )
 }
 
 fn runs_guest_program(value: &str) -> bool {

@@ -1,0 +1,578 @@
+//! From configuration, plugins and host facts to a [`LaunchPlan`]: plain data that
+//! `--ccvm-plan` prints and the launcher will carry out.
+//!
+//! Reads and lookups only: nothing here creates the run directory, writes the seed or starts
+//! a process. Generic code asks the backend's capabilities; it never branches on a backend's
+//! name or on the host architecture (S3.4).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use ccvm_plugin_api::{
+    Acceleration, BackendPlan, BackendPlanRequest, Capabilities, Command, ControlEndpoint,
+    Diagnostic, DiskSpec, HostFacts, HostService, PolicyInput, PolicyPlan, PolicyPlanRequest,
+    Requirements, SeedFile, SessionInfo, SetupStep, ShareSpec, VmSpec, method,
+};
+use ccvm_policy_clipboard::ClipboardSettings;
+use ccvm_policy_egress::EgressSettings;
+use serde::Serialize;
+
+use crate::accel::{self, KvmProbe};
+use crate::config::{AccelMode, ContextMd, Env, RunConfig, cache_dir};
+use crate::error::Error;
+use crate::host;
+use crate::plugins::{Plugin, Registry, Source};
+
+/// Port the guest's sshd listens on.
+pub const GUEST_SSH_PORT: u16 = 22;
+/// Mount tags (the guest agent looks for these).
+pub const SEED_TAG: &str = "ccvm-seed";
+pub const PROJECT_TAG: &str = "ccvm-project";
+pub const PROJECTS_TAG: &str = "ccvm-claude-projects";
+/// Where the guest mounts the seed.
+pub const GUEST_SEED_DIR: &str = "/run/ccvm/seed";
+/// Seed file holding the NUL-separated argv (S1.2).
+pub const ARGV_SEED_FILE: &str = "argv";
+/// Seed file appended to the guest `~/.claude/CLAUDE.md` (S5.6).
+pub const CONTEXT_SEED_FILE: &str = "ccvm-session.md";
+/// Host key alias: the pinned key is recorded under this name, not under a port.
+pub const HOST_KEY_ALIAS: &str = "ccvm-guest";
+
+/// Kernel command line words every backend gets.
+const GENERIC_CMDLINE: [&str; 2] = ["quiet", "panic=-1"];
+
+/// ccvm's built-in text for the end of the guest CLAUDE.md (`context_md` default).
+const BUILTIN_CONTEXT: &str = "\
+You are working inside a disposable VM. Tools you install, files outside the project and \
+anything in /tmp vanish when the session ends. Prefer the project's own scripts and pinned \
+dependencies so that what works here also works on the user's machine.";
+
+/// A plugin as the plan names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    pub source: Source,
+}
+
+impl From<&Plugin> for PluginRef {
+    fn from(plugin: &Plugin) -> Self {
+        PluginRef {
+            name: plugin.manifest.name.clone(),
+            version: plugin.manifest.version.clone(),
+            source: plugin.source.clone(),
+        }
+    }
+}
+
+/// The acceleration decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccelPlan {
+    pub requested: AccelMode,
+    pub resolved: Acceleration,
+    /// Why `auto` fell back to TCG.
+    pub reason: Option<String>,
+}
+
+/// The guest image to boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    pub name: String,
+    pub dir: String,
+    pub present: bool,
+}
+
+/// One forwarded argument: text when it is UTF-8, hex bytes otherwise (the seed file
+/// carries the exact bytes either way).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ArgRepr {
+    Text(String),
+    Bytes { non_utf8_hex: String },
+}
+
+impl From<&OsString> for ArgRepr {
+    fn from(arg: &OsString) -> Self {
+        match arg.to_str() {
+            Some(text) => ArgRepr::Text(text.to_owned()),
+            None => ArgRepr::Bytes {
+                non_utf8_hex: arg.as_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+            },
+        }
+    }
+}
+
+/// What runs in the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPlan {
+    /// `claude` or `shell`.
+    pub mode: &'static str,
+    pub argv: Vec<ArgRepr>,
+    pub project_dir: String,
+    /// The variable whose value the ssh session passes (never the value itself).
+    pub api_key_variable: String,
+    pub api_key_set: bool,
+}
+
+/// The seed bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedPlan {
+    pub dir: String,
+    pub files: Vec<SeedFile>,
+}
+
+/// Everything one launch will do.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchPlan {
+    pub ccvm_version: &'static str,
+    pub plugin_api_version: &'static str,
+    pub backend: PluginRef,
+    pub policies: Vec<PluginRef>,
+    pub acceleration: AccelPlan,
+    pub image: ImagePlan,
+    pub run_dir: String,
+    pub vm: VmSpec,
+    pub capabilities: Capabilities,
+    pub machine: BackendPlan,
+    pub session: SessionPlan,
+    pub seed: SeedPlan,
+    pub setup_steps: Vec<SetupStep>,
+    pub ssh: Command,
+    pub host_services: Vec<HostService>,
+    /// Appended to the guest `~/.claude/CLAUDE.md` (also a seed file).
+    pub claude_md_append: String,
+    pub diagnostics: Vec<Diagnostic>,
+    pub config: RunConfig,
+}
+
+/// The per-run directory: `$XDG_RUNTIME_DIR/ccvm/run-<pid>`, or a private directory in the
+/// temp dir when there is no runtime dir (S6.4). Only named here; the launcher creates it.
+pub fn run_dir(env: &Env, uid: u32) -> PathBuf {
+    let base = env
+        .abs_path("XDG_RUNTIME_DIR")
+        .map(|d| d.join("ccvm"))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ccvm-{uid}")));
+    base.join(format!("run-{}", std::process::id()))
+}
+
+/// A loopback port that is free right now, for the ssh forward.
+fn free_loopback_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "cannot reserve a loopback port on",
+            path: PathBuf::from("127.0.0.1"),
+            source,
+        })
+}
+
+fn check_capabilities(
+    config: &RunConfig,
+    backend: &str,
+    caps: &Capabilities,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<(), Error> {
+    let missing = |what: String, hint: &str| Error::Unsupported {
+        message: format!("backend `{backend}` {what}"),
+        hint: hint.to_owned(),
+    };
+    if let Some(transport) = config.share_transport
+        && !caps.share_transports.contains(&transport)
+    {
+        let supported: Vec<String> = caps
+            .share_transports
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(missing(
+            format!(
+                "has no share transport {transport} (it supports: {})",
+                supported.join(", ")
+            ),
+            "set share_transport to one it supports, or \"auto\"",
+        ));
+    }
+    if config.vm_disk_gib > 0 && !caps.scratch_disk {
+        return Err(missing(
+            "cannot attach a scratch disk".to_owned(),
+            "set vm_disk_gib = 0",
+        ));
+    }
+    if config.lock_guest_memory && !caps.lock_guest_memory {
+        return Err(missing(
+            "cannot lock guest memory".to_owned(),
+            "set lock_guest_memory = false",
+        ));
+    }
+    if config.hypervisor_sandbox && !caps.hypervisor_sandbox {
+        diagnostics.push(Diagnostic::warning(format!(
+            "backend `{backend}` has no hypervisor sandbox; hypervisor_sandbox has no effect"
+        )));
+    }
+    Ok(())
+}
+
+fn policy_settings(name: &str, config: &RunConfig) -> Result<serde_json::Value, Error> {
+    let value = match name {
+        "share-staging" => serde_json::to_value(config.share),
+        "egress" => serde_json::to_value(EgressSettings {
+            allowlist: config.egress_allowlist.clone(),
+            ports: config.egress_ports.clone(),
+            agent_sudo: config.agent_sudo,
+        }),
+        "clipboard" => serde_json::to_value(ClipboardSettings {
+            images: config.clipboard_images,
+        }),
+        other => Ok(config
+            .plugin_settings
+            .get(other)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}))),
+    };
+    value.map_err(|e| Error::Host {
+        message: format!("cannot encode settings for policy `{name}`: {e}"),
+        hint: None,
+    })
+}
+
+fn session_header(config: &RunConfig, policies: &[PolicyPlan]) -> String {
+    let mut lines = vec!["# ccvm session".to_owned(), String::new()];
+    lines.push(if config.writable_cwd {
+        "- Project edits are live: every change you make in the project directory lands on the \
+         user's machine immediately."
+            .to_owned()
+    } else {
+        "- The project is read-only on the host: your edits live in a temporary overlay and are \
+         discarded when the session ends. Tell the user which changes to keep, as a patch or \
+         commands."
+            .to_owned()
+    });
+    lines.push(if config.persist_claude_projects {
+        "- Conversation history and memory persist across sessions (`claude --resume` works)."
+            .to_owned()
+    } else {
+        "- Conversation history and memory do not persist: this VM is discarded at exit. Put \
+         knowledge worth keeping in the codebase (for example the project's CLAUDE.md or docs)."
+            .to_owned()
+    });
+    lines.push(if config.vm_disk_gib > 0 {
+        format!(
+            "- /scratch is an encrypted {} GiB scratch disk for large temporary files; it is \
+             erased at exit.",
+            config.vm_disk_gib
+        )
+    } else {
+        "- There is no /scratch disk; large temporary files go to RAM (/tmp).".to_owned()
+    });
+    for paragraph in policies.iter().flat_map(|p| &p.context) {
+        lines.push(format!("- {paragraph}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+fn context_text(config: &RunConfig) -> Result<Option<String>, Error> {
+    match &config.context_md {
+        ContextMd::Builtin => Ok(Some(BUILTIN_CONTEXT.to_owned())),
+        ContextMd::Disabled => Ok(None),
+        ContextMd::File(path) => std::fs::read_to_string(path).map(Some).map_err(|source| {
+            Error::Config(crate::config::ConfigError::ContextFile {
+                path: path.clone(),
+                source,
+            })
+        }),
+    }
+}
+
+fn ssh_command(
+    facts: &HostFacts,
+    run_dir: &Path,
+    control: &ControlEndpoint,
+    api_key_variable: &str,
+    policies: &[PolicyPlan],
+) -> Command {
+    let run = run_dir.display();
+    let mut args: Vec<String> = vec!["-F".into(), "none".into(), "-tt".into()];
+    let mut option = |key: &str, value: String| {
+        args.push("-o".into());
+        args.push(format!("{key}={value}"));
+    };
+    option("StrictHostKeyChecking", "yes".into());
+    option("HostKeyAlias", HOST_KEY_ALIAS.into());
+    option("UserKnownHostsFile", format!("{run}/known_hosts"));
+    option("GlobalKnownHostsFile", "/dev/null".into());
+    option("IdentitiesOnly", "yes".into());
+    option("IdentityFile", format!("{run}/id_ed25519"));
+    option("IdentityAgent", "none".into());
+    option("ForwardAgent", "no".into());
+    option("ForwardX11", "no".into());
+    option("ControlMaster", "no".into());
+    option("ControlPath", "none".into());
+    option("UpdateHostKeys", "no".into());
+    option("LogLevel", "ERROR".into());
+    option("SendEnv", api_key_variable.into());
+    let destination = match control {
+        ControlEndpoint::TcpForward { host, port } => {
+            option("Port", port.to_string());
+            host.clone()
+        }
+        ControlEndpoint::VsockUnix { socket, port } => {
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "ccvm".to_owned());
+            option(
+                "ProxyCommand",
+                format!("{exe} --ccvm-vsock-proxy {socket} {port}"),
+            );
+            HOST_KEY_ALIAS.to_owned()
+        }
+    };
+    for extra in policies.iter().flat_map(|p| &p.ssh_options) {
+        option(&extra.key, extra.value.clone());
+    }
+    args.push(format!("{}@{destination}", facts.user));
+    Command {
+        program: "ssh".to_owned(),
+        args,
+        ..Command::default()
+    }
+}
+
+/// Plans one launch. `probe` is asked about KVM only when KVM is a candidate.
+pub fn plan(
+    config: &RunConfig,
+    registry: &Registry,
+    env: &Env,
+    forwarded: &[OsString],
+    probe: impl FnOnce() -> KvmProbe,
+) -> Result<LaunchPlan, Error> {
+    let mut diagnostics: Vec<Diagnostic> = registry
+        .warnings()
+        .into_iter()
+        .map(Diagnostic::warning)
+        .collect();
+    let backend = registry.backend(&config.backend)?;
+    let caps: Capabilities = backend.call(method::CAPABILITIES, &())?;
+    let mut facts = host::base_facts(env)?;
+
+    let resolved = accel::resolve(
+        config.acceleration,
+        backend.name(),
+        &caps,
+        &facts.host_arch,
+        probe,
+    )?;
+    if let Some(warning) = &resolved.warning {
+        diagnostics.push(Diagnostic::warning(warning.clone()));
+    }
+    check_capabilities(config, backend.name(), &caps, &mut diagnostics)?;
+
+    let run_dir = run_dir(env, facts.uid);
+    let run = host::utf8(&run_dir, "the run directory")?;
+    let guest_arch = if caps.guest_arch == "host" {
+        facts.host_arch.clone()
+    } else {
+        caps.guest_arch.clone()
+    };
+    let image_dir = cache_dir(env)
+        .join("ccvm/images")
+        .join(format!("{}-{guest_arch}", config.image));
+    let image = ImagePlan {
+        name: config.image.clone(),
+        dir: host::utf8(&image_dir, "the image directory")?,
+        present: image_dir.join("root.img").is_file(),
+    };
+    if !image.present {
+        diagnostics.push(Diagnostic::info(format!(
+            "guest image `{}` for {guest_arch} is not built yet ({})",
+            image.name, image.dir
+        )));
+    }
+
+    let mut shares = vec![
+        ShareSpec {
+            tag: SEED_TAG.to_owned(),
+            host_path: format!("{run}/seed"),
+            guest_path: GUEST_SEED_DIR.to_owned(),
+            read_only: true,
+        },
+        ShareSpec {
+            tag: PROJECT_TAG.to_owned(),
+            host_path: facts.project_dir.clone(),
+            guest_path: facts.project_dir.clone(),
+            read_only: !config.writable_cwd,
+        },
+    ];
+    if config.persist_claude_projects {
+        let projects = format!("{}/.claude/projects", facts.home.trim_end_matches('/'));
+        shares.push(ShareSpec {
+            tag: PROJECTS_TAG.to_owned(),
+            host_path: projects.clone(),
+            guest_path: projects,
+            read_only: false,
+        });
+    }
+    let scratch_disk = (config.vm_disk_gib > 0)
+        .then(|| {
+            host::utf8(
+                &config
+                    .scratch_dir
+                    .join(format!("disk-{}.img", std::process::id())),
+                "the scratch disk path",
+            )
+            .map(|path| DiskSpec {
+                path,
+                size_gib: config.vm_disk_gib,
+            })
+        })
+        .transpose()?;
+    let spec = VmSpec {
+        memory_mib: config.memory_mib,
+        cpus: config.cpus,
+        acceleration: resolved.acceleration,
+        kernel: format!("{}/vmlinuz", image.dir),
+        initrd: format!("{}/initrd.img", image.dir),
+        root_image: format!("{}/root.img", image.dir),
+        kernel_cmdline: GENERIC_CMDLINE.map(str::to_owned).to_vec(),
+        shares,
+        share_transport: config.share_transport,
+        scratch_disk,
+        guest_ssh_port: GUEST_SSH_PORT,
+        host_ssh_port: free_loopback_port()?,
+        vsock_cid: 3 + std::process::id() % 0xffff,
+        hypervisor_sandbox: config.hypervisor_sandbox,
+        lock_guest_memory: config.lock_guest_memory,
+        run_dir: run.clone(),
+    };
+
+    let requirements: Requirements = backend.call(method::REQUIREMENTS, &spec)?;
+    host::gather(&mut facts, &requirements, env);
+    let machine: BackendPlan = backend.call(
+        method::PLAN,
+        &BackendPlanRequest {
+            spec: spec.clone(),
+            facts: facts.clone(),
+        },
+    )?;
+
+    let session = SessionInfo {
+        backend: backend.name().to_owned(),
+        writable_cwd: config.writable_cwd,
+        persist_claude_projects: config.persist_claude_projects,
+        scratch_disk: config.vm_disk_gib > 0,
+        guest_network: caps.guest_network,
+        shell: config.shell,
+        guest_dns: match &machine.network {
+            ccvm_plugin_api::NetworkAttachment::UserMode { dns, .. } => Some(dns.clone()),
+            ccvm_plugin_api::NetworkAttachment::None => None,
+        },
+    };
+    let policies: Vec<&Plugin> = registry.policies().collect();
+    let mut inputs = Vec::new();
+    for policy in &policies {
+        let input = PolicyInput {
+            settings: policy_settings(policy.name(), config)?,
+            session: session.clone(),
+        };
+        let requirements: Requirements = policy.call(method::REQUIREMENTS, &input)?;
+        host::gather(&mut facts, &requirements, env);
+        inputs.push(input);
+    }
+    let mut policy_plans = Vec::new();
+    for (policy, input) in policies.iter().zip(inputs) {
+        let plan: PolicyPlan = policy.call(
+            method::PLAN,
+            &PolicyPlanRequest {
+                input,
+                facts: facts.clone(),
+            },
+        )?;
+        policy_plans.push(plan);
+    }
+    for name in config.plugin_settings.keys() {
+        if !policies.iter().any(|p| p.name() == name) {
+            diagnostics.push(Diagnostic::warning(format!(
+                "the config has a [plugins.{name}] table but no policy named `{name}` is installed"
+            )));
+        }
+    }
+
+    let mut claude_md_append = session_header(config, &policy_plans);
+    if let Some(text) = context_text(config)? {
+        claude_md_append.push('\n');
+        claude_md_append.push_str(text.trim_end());
+        claude_md_append.push('\n');
+    }
+    let mut seed_files: Vec<SeedFile> = policy_plans
+        .iter()
+        .flat_map(|p| p.seed_files.iter().cloned())
+        .collect();
+    seed_files.push(SeedFile {
+        path: CONTEXT_SEED_FILE.to_owned(),
+        source: ccvm_plugin_api::SeedSource::Inline {
+            content: claude_md_append.clone(),
+        },
+    });
+    let api_key_set = env
+        .get(&config.api_key_variable)
+        .is_some_and(|v| !v.is_empty());
+    if !api_key_set {
+        diagnostics.push(Diagnostic::info(format!(
+            "{} is not set: claude will start unauthenticated and ask you to log in",
+            config.api_key_variable
+        )));
+    }
+    let ssh = ssh_command(
+        &facts,
+        &run_dir,
+        &machine.control,
+        &config.api_key_variable,
+        &policy_plans,
+    );
+    diagnostics.extend(
+        policy_plans
+            .iter()
+            .flat_map(|p| p.diagnostics.iter().cloned()),
+    );
+
+    Ok(LaunchPlan {
+        ccvm_version: env!("CARGO_PKG_VERSION"),
+        plugin_api_version: ccvm_plugin_api::API_VERSION,
+        backend: PluginRef::from(backend),
+        policies: policies.iter().map(|p| PluginRef::from(*p)).collect(),
+        acceleration: AccelPlan {
+            requested: config.acceleration,
+            resolved: resolved.acceleration,
+            reason: resolved.warning,
+        },
+        image,
+        run_dir: run.clone(),
+        vm: spec,
+        capabilities: caps,
+        machine,
+        session: SessionPlan {
+            mode: if config.shell { "shell" } else { "claude" },
+            argv: forwarded.iter().map(ArgRepr::from).collect(),
+            project_dir: facts.project_dir.clone(),
+            api_key_variable: config.api_key_variable.clone(),
+            api_key_set,
+        },
+        seed: SeedPlan {
+            dir: format!("{run}/seed"),
+            files: seed_files,
+        },
+        setup_steps: policy_plans
+            .iter()
+            .flat_map(|p| p.setup_steps.iter().cloned())
+            .collect(),
+        ssh,
+        host_services: policy_plans
+            .iter()
+            .flat_map(|p| p.host_services.iter().cloned())
+            .collect(),
+        claude_md_append,
+        diagnostics,
+        config: config.clone(),
+    })
+}
