@@ -37,6 +37,9 @@ mod wire;
 
 pub use wire::*;
 
+/// Re-exported so plugins can read their `settings` without depending on it themselves.
+pub use serde_json;
+
 use serde::{Deserialize, Serialize};
 
 /// The plugin API version this crate defines (see the compatibility rule above).

@@ -356,6 +356,8 @@ pub fn plan(
     let caps: Capabilities = backend.call(method::CAPABILITIES, &())?;
     let mut facts = host::base_facts(env)?;
 
+    // Impossible requests are configuration errors; report them before asking the host.
+    check_capabilities(config, backend.name(), &caps, &mut diagnostics)?;
     let resolved = accel::resolve(
         config.acceleration,
         backend.name(),
@@ -366,7 +368,6 @@ pub fn plan(
     if let Some(warning) = &resolved.warning {
         diagnostics.push(Diagnostic::warning(warning.clone()));
     }
-    check_capabilities(config, backend.name(), &caps, &mut diagnostics)?;
 
     let run_dir = run_dir(env, facts.uid);
     let run = host::utf8(&run_dir, "the run directory")?;

@@ -1,1 +1,13 @@
-//! Integration tests (filled in below).
+//! ccvm's integration tests: one binary that runs the real `ccvm` executable in a private
+//! home with a controlled `PATH` (a fake hypervisor stands in for QEMU), and loads real
+//! plugin libraries built by cargo from private directories.
+//!
+//! The plugin libraries come from `cargo build --workspace`, which the README's test command
+//! runs first; a missing library fails the test with that instruction.
+
+mod harness;
+
+mod cli;
+mod config;
+mod plan;
+mod plugins;

@@ -1,0 +1,276 @@
+//! `--ccvm-plan` per backend and for the staging contract (S1.6, S3.4, S3.5, S5).
+
+use std::path::Path;
+
+use crate::harness::World;
+
+fn args_of(plan: &serde_json::Value) -> Vec<String> {
+    plan["machine"]["hypervisor"]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_owned())
+        .collect()
+}
+
+fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+#[test]
+fn microvm_plan_runs_the_qemu_on_path_with_mmio_and_ttys0() {
+    let world = World::new();
+    let plan = world
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "microvm"])
+        .env("CCVM_ACCEL", "tcg")
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        plan["machine"]["hypervisor"]["program"],
+        world
+            .path("bin")
+            .join("qemu-system-x86_64")
+            .display()
+            .to_string()
+    );
+    let args = args_of(&plan);
+    assert!(value_after(&args, "-machine")[0].starts_with("microvm,"));
+    assert_eq!(value_after(&args, "-cpu"), ["max"]);
+    let append = value_after(&args, "-append")[0];
+    assert!(
+        append.contains("console=ttyS0") && append.contains("tsc_early_khz="),
+        "{append}"
+    );
+    assert!(
+        value_after(&args, "-device")
+            .iter()
+            .all(|d| !d.ends_with("-pci") && !d.contains("-pci,"))
+    );
+    let project = world.path("project").canonicalize().expect("canonical");
+    let fsdev = value_after(&args, "-fsdev");
+    assert!(
+        fsdev
+            .iter()
+            .any(|f| f.contains(&format!("path={}", project.display()))),
+        "{fsdev:?}"
+    );
+    assert_eq!(plan["acceleration"]["resolved"], "tcg");
+}
+
+#[test]
+fn q35_plan_uses_virtio_pci() {
+    let plan = World::new()
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "q35"])
+        .env("CCVM_ACCEL", "tcg")
+        .run()
+        .expect_code(0)
+        .json();
+    let args = args_of(&plan);
+    assert!(value_after(&args, "-machine")[0].starts_with("q35"));
+    assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root"));
+    assert!(!value_after(&args, "-append")[0].contains("tsc_early_khz"));
+}
+
+#[test]
+fn virt_plan_runs_aarch64_qemu_with_ttyama0_under_tcg() {
+    let world = World::new();
+    let plan = world
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "virt"])
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        plan["machine"]["hypervisor"]["program"],
+        world
+            .path("bin")
+            .join("qemu-system-aarch64")
+            .display()
+            .to_string()
+    );
+    assert_eq!(plan["machine"]["console"]["guest_tty"], "ttyAMA0");
+    assert_eq!(plan["acceleration"]["resolved"], "tcg");
+    assert!(
+        plan["image"]["dir"]
+            .as_str()
+            .expect("dir")
+            .ends_with("default-aarch64")
+    );
+}
+
+#[test]
+fn cloud_hypervisor_with_tcg_is_refused_before_anything_starts() {
+    let out = World::new()
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "cloud-hypervisor"])
+        .env("CCVM_ACCEL", "tcg")
+        .run()
+        .expect_code(2);
+    assert!(
+        out.error_line()
+            .contains("cannot run with acceleration = \"tcg\": it needs KVM"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn cloud_hypervisor_with_9p_is_refused_naming_the_transport() {
+    let out = World::new()
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "cloud-hypervisor"])
+        .env("CCVM_SHARE_TRANSPORT", "9p")
+        .run()
+        .expect_code(2);
+    assert_eq!(
+        out.error_line(),
+        "ccvm: error: backend `cloud-hypervisor` has no share transport 9p (it supports: virtio-fs)"
+    );
+}
+
+#[test]
+fn read_only_mode_exports_the_project_read_only() {
+    let plan = World::new()
+        .ccvm()
+        .args(["--ccvm-plan", "--read-only-cwd"])
+        .run()
+        .expect_code(0)
+        .json();
+    let project = plan["machine"]["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .find(|s| s["tag"] == "ccvm-project")
+        .expect("project share")
+        .clone();
+    assert_eq!(project["read_only"], true);
+    let fsdev = value_after(&args_of(&plan), "-fsdev")
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        fsdev.iter().all(|f| f.ends_with("readonly=on")),
+        "{fsdev:?}"
+    );
+    assert!(
+        plan["claude_md_append"]
+            .as_str()
+            .expect("text")
+            .contains("discarded when the session ends")
+    );
+}
+
+#[test]
+fn persistence_and_scratch_disk_add_a_share_a_disk_and_say_so() {
+    let world = World::new();
+    let plan = world
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_PERSIST_PROJECTS", "yes")
+        .env("CCVM_VM_DISK_SIZE", "8")
+        .run()
+        .expect_code(0)
+        .json();
+    let projects = format!("{}/.claude/projects", world.home().display());
+    assert!(
+        plan["vm"]["shares"]
+            .as_array()
+            .expect("shares")
+            .iter()
+            .any(|s| s["host_path"] == projects.as_str())
+    );
+    assert_eq!(plan["vm"]["scratch_disk"]["size_gib"], 8);
+    let text = plan["claude_md_append"].as_str().expect("text");
+    assert!(
+        text.contains("persist across sessions") && text.contains("/scratch is an encrypted 8 GiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn claude_home_is_staged_by_allowlist_and_claude_json_is_sanitized() {
+    let world = World::new();
+    let home = world.home();
+    std::fs::create_dir_all(home.join(".claude/commands")).expect("mkdir");
+    std::fs::write(home.join(".claude/.credentials.json"), "{\"token\":\"x\"}").expect("write");
+    std::fs::write(home.join(".claude/history.jsonl"), "{}").expect("write");
+    std::fs::write(
+        home.join(".claude.json"),
+        r#"{"userID":"u-1","primaryApiKey":"sk-ant-LEAK","mcpServers":{"gh":{"command":"gh","env":{"GH_TOKEN":"ghp_LEAK"}}},
+           "projects":{"/p":{"mcpServers":{"db":{"url":"u","headers":{"Authorization":"Bearer LEAK"}}}}}}"#,
+    )
+    .expect("write");
+    let plan = world.ccvm().arg("--ccvm-plan").run().expect_code(0).json();
+    let files = plan["seed"]["files"].as_array().expect("files");
+    let sources: Vec<String> = files
+        .iter()
+        .filter_map(|f| f["source"]["host_path"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        sources.contains(&format!("{}/.claude/commands", home.display())),
+        "{sources:?}"
+    );
+    for never in [
+        ".credentials.json",
+        "history.jsonl",
+        "projects",
+        "sessions",
+        "statsig",
+        "todos",
+    ] {
+        assert!(
+            sources.iter().all(|s| !Path::new(s).ends_with(never)),
+            "{never} staged: {sources:?}"
+        );
+    }
+    let claude_json = files
+        .iter()
+        .find(|f| f["path"] == "claude.json")
+        .expect("claude.json staged")["source"]["content"]
+        .as_str()
+        .expect("content")
+        .to_owned();
+    assert!(
+        claude_json.contains("u-1") && claude_json.contains("\"gh\""),
+        "{claude_json}"
+    );
+    assert!(!claude_json.contains("LEAK"), "{claude_json}");
+    assert!(!plan.to_string().contains("LEAK"));
+}
+
+#[test]
+fn git_config_is_staged_sanitized() {
+    let world = World::new();
+    std::fs::write(
+        world.home().join(".gitconfig"),
+        "[user]\n\tname = Alice\n\tsigningkey = ABC123\n[credential]\n\thelper = store\n\
+         [commit]\n\tgpgsign = true\n[core]\n\texcludesfile = ~/.gitignore_global\n",
+    )
+    .expect("write");
+    std::fs::write(world.home().join(".gitignore_global"), "*.swp\n").expect("write");
+    let plan = world.ccvm().arg("--ccvm-plan").run().expect_code(0).json();
+    let files = plan["seed"]["files"].as_array().expect("files");
+    let content = |path: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not staged (is git installed?)"))["source"]["content"]
+            .as_str()
+            .expect("content")
+            .to_owned()
+    };
+    let config = content("git/config");
+    assert!(config.contains("name = \"Alice\""), "{config}");
+    assert!(config.contains("gpgsign = \"false\""), "{config}");
+    for gone in ["ABC123", "store", "excludesfile"] {
+        assert!(!config.contains(gone), "{gone} in {config}");
+    }
+    assert_eq!(content("git/ignore"), "*.swp\n");
+}
