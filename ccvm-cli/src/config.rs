@@ -411,15 +411,16 @@ struct OptionDef {
     apply: Apply,
 }
 
-macro_rules! share_item {
-    ($key:literal, $env:literal, $field:ident, $help:literal) => {
+/// A boolean option stored at `$field` of the config (`share.skills`, `writable_cwd`…).
+macro_rules! bool_option {
+    ($key:literal, $env:literal, $($field:ident).+, $help:literal) => {
         OptionDef {
             key: $key,
             env: Some($env),
             env_only: false,
             help: $help,
             apply: |c, r, _| {
-                c.share.$field = boolean(r)?;
+                c.$($field).+ = boolean(r)?;
                 Ok(())
             },
         }
@@ -443,16 +444,12 @@ const OPTIONS: &[OptionDef] = &[
             Ok(())
         },
     },
-    OptionDef {
-        key: "writable_cwd",
-        env: Some("CCVM_WRITABLE_CWD"),
-        env_only: false,
-        help: "true: project edits land on the host live; false: read-only, edits discarded (true)",
-        apply: |c, r, _| {
-            c.writable_cwd = boolean(r)?;
-            Ok(())
-        },
-    },
+    bool_option!(
+        "writable_cwd",
+        "CCVM_WRITABLE_CWD",
+        writable_cwd,
+        "true: project edits land on the host live; false: read-only, edits discarded (true)"
+    ),
     OptionDef {
         key: "memory_mib",
         env: Some("CCVM_MEMORY"),
@@ -531,76 +528,72 @@ const OPTIONS: &[OptionDef] = &[
             Ok(())
         },
     },
-    share_item!(
+    bool_option!(
         "share.settings",
         "CCVM_SHARE_SETTINGS",
-        settings,
+        share.settings,
         "stage settings.json and a sanitized ~/.claude.json (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.claude_md",
         "CCVM_SHARE_CLAUDEMD",
-        claude_md,
+        share.claude_md,
         "stage ~/.claude/CLAUDE.md (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.keybindings",
         "CCVM_SHARE_KEYBINDINGS",
-        keybindings,
+        share.keybindings,
         "stage keybindings.json (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.commands",
         "CCVM_SHARE_COMMANDS",
-        commands,
+        share.commands,
         "stage commands/ (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.agents",
         "CCVM_SHARE_AGENTS",
-        agents,
+        share.agents,
         "stage agents/ (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.skills",
         "CCVM_SHARE_SKILLS",
-        skills,
+        share.skills,
         "stage skills/ (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.output_styles",
         "CCVM_SHARE_OUTPUTSTYLES",
-        output_styles,
+        share.output_styles,
         "stage output-styles/ (true)"
     ),
-    share_item!(
+    bool_option!(
         "share.plugins",
         "CCVM_SHARE_PLUGINS",
-        plugins,
+        share.plugins,
         "stage plugins/ (false)"
     ),
-    share_item!(
+    bool_option!(
         "share.config",
         "CCVM_SHARE_CONFIG",
-        config,
+        share.config,
         "stage config/ (false)"
     ),
-    share_item!(
+    bool_option!(
         "share.git_config",
         "CCVM_SHARE_GIT_CONFIG",
-        git_config,
+        share.git_config,
         "stage a sanitized global git config (true)"
     ),
-    OptionDef {
-        key: "persist_claude_projects",
-        env: Some("CCVM_PERSIST_PROJECTS"),
-        env_only: false,
-        help: "share ~/.claude/projects read-write so history and memory survive (false)",
-        apply: |c, r, _| {
-            c.persist_claude_projects = boolean(r)?;
-            Ok(())
-        },
-    },
+    bool_option!(
+        "persist_claude_projects",
+        "CCVM_PERSIST_PROJECTS",
+        persist_claude_projects,
+        "share ~/.claude/projects read-write so history and memory survive (false)"
+    ),
     OptionDef {
         key: "api_key_variable",
         env: None,
@@ -686,16 +679,12 @@ const OPTIONS: &[OptionDef] = &[
             Ok(())
         },
     },
-    OptionDef {
-        key: "clipboard.images",
-        env: Some("CCVM_CLIPBOARD_IMAGES"),
-        env_only: false,
-        help: "image-only paste bridge (true)",
-        apply: |c, r, _| {
-            c.clipboard_images = boolean(r)?;
-            Ok(())
-        },
-    },
+    bool_option!(
+        "clipboard.images",
+        "CCVM_CLIPBOARD_IMAGES",
+        clipboard_images,
+        "image-only paste bridge (true)"
+    ),
     OptionDef {
         key: "vm_disk_gib",
         env: Some("CCVM_VM_DISK_SIZE"),
@@ -716,26 +705,18 @@ const OPTIONS: &[OptionDef] = &[
             Ok(())
         },
     },
-    OptionDef {
-        key: "lock_guest_memory",
-        env: Some("CCVM_MLOCK"),
-        env_only: false,
-        help: "mlock guest RAM (false)",
-        apply: |c, r, _| {
-            c.lock_guest_memory = boolean(r)?;
-            Ok(())
-        },
-    },
-    OptionDef {
-        key: "hypervisor_sandbox",
-        env: Some("CCVM_QEMU_SANDBOX"),
-        env_only: false,
-        help: "run the hypervisor under its seccomp sandbox (true)",
-        apply: |c, r, _| {
-            c.hypervisor_sandbox = boolean(r)?;
-            Ok(())
-        },
-    },
+    bool_option!(
+        "lock_guest_memory",
+        "CCVM_MLOCK",
+        lock_guest_memory,
+        "mlock guest RAM (false)"
+    ),
+    bool_option!(
+        "hypervisor_sandbox",
+        "CCVM_QEMU_SANDBOX",
+        hypervisor_sandbox,
+        "run the hypervisor under its seccomp sandbox (true)"
+    ),
     OptionDef {
         key: "image",
         env: Some("CCVM_IMAGE"),

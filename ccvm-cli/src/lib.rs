@@ -7,6 +7,8 @@
 //! launch plan ([`planner`]). It never lets a plugin touch the host, and it never passes the
 //! user's API key anywhere but the ssh session's environment.
 
+#![forbid(unsafe_code)]
+
 pub mod accel;
 pub mod args;
 pub mod config;

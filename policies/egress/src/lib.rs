@@ -216,25 +216,20 @@ impl Policy for Egress {
         let mut reachable = Vec::new();
         let mut unresolved = Vec::new();
         for entry in &entries {
-            match entry {
-                Entry::Address(address) => {
-                    rules.push(AllowRule {
-                        destination: address.to_string(),
-                        tcp_ports: settings.ports.clone(),
-                        from_name: None,
-                    });
-                    reachable.push(format!("{address} (ports {})", ports_text(&settings.ports)));
-                }
-                Entry::Network(cidr) => {
-                    rules.push(AllowRule {
-                        destination: cidr.clone(),
-                        tcp_ports: settings.ports.clone(),
-                        from_name: None,
-                    });
-                    reachable.push(format!("{cidr} (ports {})", ports_text(&settings.ports)));
-                }
-                Entry::Name(_) => {}
-            }
+            let destination = match entry {
+                Entry::Address(address) => address.to_string(),
+                Entry::Network(cidr) => cidr.clone(),
+                Entry::Name(_) => continue,
+            };
+            reachable.push(format!(
+                "{destination} (ports {})",
+                ports_text(&settings.ports)
+            ));
+            rules.push(AllowRule {
+                destination,
+                tcp_ports: settings.ports.clone(),
+                from_name: None,
+            });
         }
         for name in names(&entries) {
             let ports: Vec<u16> = if name == ALWAYS_ALLOWED {
