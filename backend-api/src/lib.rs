@@ -31,7 +31,9 @@
 //!
 //! This crate does no I/O.
 
+#[cfg(feature = "abi")]
 pub mod abi;
+pub mod seed;
 pub mod testing;
 mod wire;
 
@@ -107,6 +109,7 @@ impl PluginError {
         }
     }
 
+    #[cfg(feature = "abi")]
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
         PluginError {
             class: ErrorClass::Protocol,

@@ -295,6 +295,9 @@ pub enum NetworkAttachment {
         guest_cidr: String,
         gateway: String,
         dns: String,
+        /// The guest's own address with prefix (`10.0.2.15/24`).
+        #[serde(default)]
+        guest_address: String,
     },
     /// No network device.
     None,

@@ -22,6 +22,8 @@ pub enum Action {
     Plugins,
     /// `--ccvm-plan`: print the launch plan as JSON, boot nothing.
     Plan,
+    /// `--ccvm-image ACTION …`: every word after it belongs to the image command.
+    Image(Vec<String>),
     /// `--ccvm-vsock-proxy SOCKET PORT`: internal, the ssh ProxyCommand for vsock backends.
     VsockProxy {
         socket: PathBuf,
@@ -58,7 +60,7 @@ const MANAGEMENT: [(&str, Action); 4] = [
 
 /// Flags reserved for management actions that later versions add; named so that the error
 /// says "not yet" instead of "unknown".
-const RESERVED: [&str; 2] = ["--ccvm-image", "--ccvm-doctor"];
+const RESERVED: [&str; 1] = ["--ccvm-doctor"];
 
 fn utf8_value(flag: &str, value: &OsStr) -> Result<String, Error> {
     value
@@ -116,6 +118,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
                 flags
                     .plugin_dirs
                     .push(PathBuf::from(&text["--plugin-dir=".len()..]));
+            }
+            "--ccvm-image" => {
+                let words = args
+                    .by_ref()
+                    .map(|w| utf8_value(text, &w))
+                    .collect::<Result<Vec<_>, _>>()?;
+                set_action(Action::Image(words), text)?;
             }
             "--ccvm-vsock-proxy" => {
                 let (Some(socket), Some(port)) = (args.next(), args.next()) else {

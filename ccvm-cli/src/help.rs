@@ -33,7 +33,15 @@ MANAGEMENT
     --ccvm-plugins        list every backend and policy found: source, API version, status
     --ccvm-plan           dry run: print the complete launch plan as JSON (hypervisor argv,
                           seed, guest setup, ssh command); boots nothing, writes nothing
-    (--ccvm-image and --ccvm-doctor arrive in a later version)
+    --ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] [--force]
+                          build the guest image (Debian SUITE, default bookworm, its kernel,
+                          Claude Code {claude} from npm, the guest agent) into
+                          $XDG_CACHE_HOME/ccvm/images/<key>/ and name it NAME (default
+                          `default`); --stub puts a test stand-in in place of claude
+    --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
+    --ccvm-image remove NAME
+                          delete an image
+    (--ccvm-doctor arrives in a later version)
 
 CONFIGURATION (lowest layer first; later layers win)
     built-in defaults
@@ -46,7 +54,8 @@ Unknown keys and wrong types are errors. Booleans in the environment accept 1/tr
 
 OPTIONS (config key [environment variable]: meaning)
 ",
-        version = env!("CARGO_PKG_VERSION")
+        version = env!("CARGO_PKG_VERSION"),
+        claude = crate::image::CLAUDE_CODE_VERSION,
     );
     for (key, env, help) in documented_options() {
         let var = env.map(|e| format!(" [{e}]")).unwrap_or_default();

@@ -7,7 +7,8 @@
 //! launch plan ([`planner`]). It never lets a plugin touch the host, and it never passes the
 //! user's API key anywhere but the ssh session's environment.
 
-#![forbid(unsafe_code)]
+// One audited exception: `machine::die_with_parent` (a pre-exec prctl).
+#![deny(unsafe_code)]
 
 pub mod accel;
 pub mod args;
@@ -15,8 +16,11 @@ pub mod config;
 pub mod error;
 pub mod help;
 pub mod host;
+pub mod image;
+pub mod machine;
 pub mod planner;
 pub mod plugins;
+pub mod seed;
 pub mod vsock;
 
 use std::ffi::OsString;
@@ -56,6 +60,11 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Help => print(&help::text()),
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
         Action::VsockProxy { socket, port } => vsock::proxy(&socket, port),
+        Action::Image(words) => match image::parse_command(&words)? {
+            image::ImageCommand::Build(options) => image::build(&options, env).map(|_| 0),
+            image::ImageCommand::List => print(&image::list(env)?),
+            image::ImageCommand::Remove(name) => print(&image::remove(env, &name)?),
+        },
         Action::Plugins => {
             let config = config::load(env, &invocation.flags)?;
             let dirs = plugins::search_dirs(&config, env);

@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ccvm_plugin_api::seed::{self, GuestUser, SEED_VERSION, SeedManifest, SessionMode};
 use ccvm_plugin_api::{
     Acceleration, BackendPlan, BackendPlanRequest, Capabilities, Command, ControlEndpoint,
     Diagnostic, DiskSpec, HostFacts, HostService, PolicyInput, PolicyPlan, PolicyPlanRequest,
@@ -19,23 +20,16 @@ use ccvm_policy_egress::EgressSettings;
 use serde::Serialize;
 
 use crate::accel::{self, KvmProbe};
-use crate::config::{AccelMode, ContextMd, Env, RunConfig, cache_dir};
+use crate::config::{AccelMode, ContextMd, Env, RunConfig};
 use crate::error::Error;
 use crate::host;
 use crate::plugins::{Plugin, Registry, Source};
 
 /// Port the guest's sshd listens on.
 pub const GUEST_SSH_PORT: u16 = 22;
-/// Mount tags (the guest agent looks for these).
-pub const SEED_TAG: &str = "ccvm-seed";
+/// Mount tags of the project and the optional `~/.claude/projects` share.
 pub const PROJECT_TAG: &str = "ccvm-project";
 pub const PROJECTS_TAG: &str = "ccvm-claude-projects";
-/// Where the guest mounts the seed.
-pub const GUEST_SEED_DIR: &str = "/run/ccvm/seed";
-/// Seed file holding the NUL-separated argv (S1.2).
-pub const ARGV_SEED_FILE: &str = "argv";
-/// Seed file appended to the guest `~/.claude/CLAUDE.md` (S5.6).
-pub const CONTEXT_SEED_FILE: &str = "ccvm-session.md";
 /// Host key alias: the pinned key is recorded under this name, not under a port.
 pub const HOST_KEY_ALIAS: &str = "ccvm-guest";
 
@@ -119,6 +113,8 @@ pub struct SessionPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct SeedPlan {
     pub dir: String,
+    /// `seed.json`, exactly as the guest will read it.
+    pub manifest: SeedManifest,
     pub files: Vec<SeedFile>,
 }
 
@@ -376,13 +372,11 @@ pub fn plan(
     } else {
         caps.guest_arch.clone()
     };
-    let image_dir = cache_dir(env)
-        .join("ccvm/images")
-        .join(format!("{}-{guest_arch}", config.image));
+    let image_dir = crate::image::named_dir(env, &config.image, &guest_arch);
     let image = ImagePlan {
         name: config.image.clone(),
         dir: host::utf8(&image_dir, "the image directory")?,
-        present: image_dir.join("root.img").is_file(),
+        present: image_dir.join(crate::image::MANIFEST_FILE).is_file(),
     };
     if !image.present {
         diagnostics.push(Diagnostic::info(format!(
@@ -393,9 +387,9 @@ pub fn plan(
 
     let mut shares = vec![
         ShareSpec {
-            tag: SEED_TAG.to_owned(),
+            tag: seed::SEED_TAG.to_owned(),
             host_path: format!("{run}/seed"),
-            guest_path: GUEST_SEED_DIR.to_owned(),
+            guest_path: seed::SEED_GUEST_DIR.to_owned(),
             read_only: true,
         },
         ShareSpec {
@@ -432,9 +426,9 @@ pub fn plan(
         memory_mib: config.memory_mib,
         cpus: config.cpus,
         acceleration: resolved.acceleration,
-        kernel: format!("{}/vmlinuz", image.dir),
-        initrd: format!("{}/initrd.img", image.dir),
-        root_image: format!("{}/root.img", image.dir),
+        kernel: format!("{}/{}", image.dir, crate::image::KERNEL_FILE),
+        initrd: format!("{}/{}", image.dir, crate::image::INITRD_FILE),
+        root_image: format!("{}/{}", image.dir, crate::image::ROOT_FILE),
         kernel_cmdline: GENERIC_CMDLINE.map(str::to_owned).to_vec(),
         shares,
         share_transport: config.share_transport,
@@ -510,7 +504,7 @@ pub fn plan(
         .flat_map(|p| p.seed_files.iter().cloned())
         .collect();
     seed_files.push(SeedFile {
-        path: CONTEXT_SEED_FILE.to_owned(),
+        path: seed::CONTEXT_FILE.to_owned(),
         source: ccvm_plugin_api::SeedSource::Inline {
             content: claude_md_append.clone(),
         },
@@ -537,6 +531,37 @@ pub fn plan(
             .flat_map(|p| p.diagnostics.iter().cloned()),
     );
 
+    let setup_steps: Vec<SetupStep> = policy_plans
+        .iter()
+        .flat_map(|p| p.setup_steps.iter().cloned())
+        .collect();
+    let manifest = SeedManifest {
+        version: SEED_VERSION,
+        user: GuestUser {
+            name: facts.user.clone(),
+            uid: facts.uid,
+            gid: facts.gid,
+            home: facts.home.clone(),
+        },
+        project_dir: facts.project_dir.clone(),
+        mode: if config.shell {
+            SessionMode::Shell
+        } else {
+            SessionMode::Claude
+        },
+        shares: machine
+            .shares
+            .iter()
+            .filter(|s| s.tag != seed::SEED_TAG)
+            .cloned()
+            .collect(),
+        writable_cwd: config.writable_cwd,
+        api_key_variable: config.api_key_variable.clone(),
+        guest_ssh_port: spec.guest_ssh_port,
+        network: machine.network.clone(),
+        setup_steps: setup_steps.clone(),
+    };
+
     Ok(LaunchPlan {
         ccvm_version: env!("CARGO_PKG_VERSION"),
         plugin_api_version: ccvm_plugin_api::API_VERSION,
@@ -561,12 +586,10 @@ pub fn plan(
         },
         seed: SeedPlan {
             dir: format!("{run}/seed"),
+            manifest,
             files: seed_files,
         },
-        setup_steps: policy_plans
-            .iter()
-            .flat_map(|p| p.setup_steps.iter().cloned())
-            .collect(),
+        setup_steps,
         ssh,
         host_services: policy_plans
             .iter()

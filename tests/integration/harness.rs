@@ -16,12 +16,14 @@ const FAKE_PROGRAMS: [&str; 4] = [
 /// A private world for one test: home, XDG directories, project dir, fake programs.
 pub struct World {
     pub root: tempfile::TempDir,
+    /// Real programs (a VM test) instead of the fake ones.
+    real: bool,
 }
 
 impl World {
     pub fn new() -> Self {
         let root = tempfile::tempdir().expect("tempdir");
-        let world = World { root };
+        let world = World { root, real: false };
         for dir in ["home", "config", "cache", "runtime", "project", "bin"] {
             std::fs::create_dir(world.path(dir)).expect("mkdir");
         }
@@ -31,6 +33,33 @@ impl World {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         world
+    }
+
+    /// A world whose `ccvm` sees the real programs on the test's `PATH` (QEMU, ssh,
+    /// virtiofsd), for tests that boot a VM. When the tests run as root, `ccvm` runs as the
+    /// unprivileged [`crate::vm::TEST_UID`], as a real user would (S11.3); call
+    /// [`World::hand_over`] once the world's files are in place.
+    pub fn for_vm() -> Self {
+        let mut world = World::new();
+        world.real = true;
+        world
+    }
+
+    /// When running as root: gives every file of the world to the test user.
+    pub fn hand_over(&self) {
+        if !nix::unistd::getuid().is_root() {
+            return;
+        }
+        fn walk(path: &Path) {
+            let id = Some(crate::vm::TEST_UID);
+            std::os::unix::fs::lchown(path, id, id).expect("chown to the test user");
+            if path.is_dir() && !path.is_symlink() {
+                for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
+                    walk(&entry.path());
+                }
+            }
+        }
+        walk(self.root.path());
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -75,11 +104,25 @@ impl World {
             .env("XDG_CONFIG_HOME", self.path("config"))
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("XDG_RUNTIME_DIR", self.path("runtime"))
-            .env(
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        if self.real {
+            command.env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| system_path.into()),
+            );
+            if nix::unistd::getuid().is_root() {
+                use std::os::unix::process::CommandExt;
+                command
+                    .uid(crate::vm::TEST_UID)
+                    .gid(crate::vm::TEST_UID)
+                    .env("USER", crate::vm::TEST_USER);
+            }
+        } else {
+            command.env(
                 "PATH",
                 format!("{}:{system_path}", self.path("bin").display()),
-            )
-            .env("GIT_CONFIG_NOSYSTEM", "1");
+            );
+        }
         Ccvm { command }
     }
 

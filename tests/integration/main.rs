@@ -6,8 +6,11 @@
 //! runs first; a missing library fails the test with that instruction.
 
 mod harness;
+mod vm;
 
+mod boot;
 mod cli;
 mod config;
+mod image;
 mod plan;
 mod plugins;

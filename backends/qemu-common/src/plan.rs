@@ -334,6 +334,7 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
             guest_cidr: "10.0.2.0/24".to_owned(),
             gateway: "10.0.2.2".to_owned(),
             dns: "10.0.2.3".to_owned(),
+            guest_address: "10.0.2.15/24".to_owned(),
         },
         remove_before_start,
     })

@@ -1,0 +1,281 @@
+//! Running a [`BackendPlan`]: its helpers, then the hypervisor, then waiting for the guest's
+//! ready marker on the console (S11).
+//!
+//! Every process started here gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies with ccvm even
+//! when ccvm itself is killed with SIGKILL (S11.1). [`Machine`] kills and reaps everything it
+//! started when dropped, so every exit path tears the VM down.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use ccvm_plugin_api::seed::READY_MARKER;
+use ccvm_plugin_api::{BackendPlan, Command as PlannedCommand};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::Error;
+
+/// How long a helper may take to create its socket.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The guest agent's prefix for a setup failure it cannot recover from.
+const FATAL_PREFIX: &str = "ccvm-guest: fatal:";
+
+/// A process from a plan, set to die with ccvm.
+fn command(planned: &PlannedCommand, log: &Path) -> Result<Command, Error> {
+    let file = fs::File::create(log).map_err(|source| Error::Io {
+        what: "cannot create",
+        path: log.to_owned(),
+        source,
+    })?;
+    let mut command = Command::new(&planned.program);
+    command
+        .args(&planned.args)
+        .envs(&planned.env)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().map_err(|source| Error::Io {
+            what: "cannot use",
+            path: log.to_owned(),
+            source,
+        })?)
+        .stderr(file);
+    die_with_parent(&mut command);
+    Ok(command)
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// How waiting for the guest ended.
+#[derive(Debug)]
+pub enum Boot {
+    /// The ready marker appeared.
+    Ready,
+    /// The guest agent reported a fatal setup error (the line, without the prefix).
+    GuestFailed(String),
+    /// The hypervisor exited before the guest was ready.
+    HypervisorExited(ExitStatus),
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// A running VM and its helpers.
+#[derive(Debug)]
+pub struct Machine {
+    hypervisor: Option<Child>,
+    helpers: Vec<(String, Child)>,
+    console_log: PathBuf,
+    hypervisor_log: PathBuf,
+    /// How far the console has been read.
+    console_offset: u64,
+    console_partial: String,
+}
+
+impl Machine {
+    /// Starts the helpers (waiting for each one's socket), then the hypervisor. Logs go to
+    /// `log_dir` (`<helper>.log`, `hypervisor.log`).
+    pub fn start(plan: &BackendPlan, log_dir: &Path) -> Result<Machine, Error> {
+        for stale in &plan.remove_before_start {
+            let _ = fs::remove_file(stale);
+        }
+        let mut machine = Machine {
+            hypervisor: None,
+            helpers: Vec::new(),
+            console_log: PathBuf::from(&plan.console.log_path),
+            hypervisor_log: log_dir.join("hypervisor.log"),
+            console_offset: 0,
+            console_partial: String::new(),
+        };
+        for (index, helper) in plan.helpers.iter().enumerate() {
+            let log = log_dir.join(format!("helper-{index}.log"));
+            let child = command(&helper.command, &log)?
+                .spawn()
+                .map_err(|e| Error::Host {
+                    message: format!(
+                        "cannot start {} ({}): {e}",
+                        helper.name, helper.command.program
+                    ),
+                    hint: None,
+                })?;
+            machine.helpers.push((helper.name.clone(), child));
+            if let Some(socket) = &helper.ready_socket {
+                machine.wait_for_socket(&helper.name, Path::new(socket), &log)?;
+            }
+        }
+        let child = command(&plan.hypervisor, &machine.hypervisor_log)?
+            .spawn()
+            .map_err(|e| Error::Host {
+                message: format!(
+                    "cannot start the hypervisor {}: {e}",
+                    plan.hypervisor.program
+                ),
+                hint: None,
+            })?;
+        machine.hypervisor = Some(child);
+        Ok(machine)
+    }
+
+    fn wait_for_socket(&mut self, name: &str, socket: &Path, log: &Path) -> Result<(), Error> {
+        let deadline = Instant::now() + HELPER_TIMEOUT;
+        while !socket.exists() {
+            let (_, child) = self.helpers.last_mut().expect("the helper was just pushed");
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Host {
+                    message: format!(
+                        "{name} exited ({status}) before creating {}: {}",
+                        socket.display(),
+                        fs::read_to_string(log).unwrap_or_default().trim()
+                    ),
+                    hint: None,
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Host {
+                    message: format!(
+                        "{name} did not create {} within {HELPER_TIMEOUT:?}",
+                        socket.display()
+                    ),
+                    hint: Some(format!("its output is in {}", log.display())),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// New complete console lines since the last call.
+    pub fn new_console_lines(&mut self) -> Vec<String> {
+        let Ok(mut file) = fs::File::open(&self.console_log) else {
+            return Vec::new();
+        };
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(self.console_offset)).is_err()
+            || file.read_to_end(&mut bytes).is_err()
+        {
+            return Vec::new();
+        }
+        self.console_offset += bytes.len() as u64;
+        self.console_partial
+            .push_str(&String::from_utf8_lossy(&bytes));
+        let mut lines = Vec::new();
+        while let Some(end) = self.console_partial.find('\n') {
+            let line: String = self.console_partial.drain(..=end).collect();
+            lines.push(line.trim_end_matches(['\r', '\n']).to_owned());
+        }
+        lines
+    }
+
+    /// Waits until the guest prints the ready marker, reports a fatal error, the hypervisor
+    /// exits, `deadline` passes, or `cancelled()` says to stop. Every console line goes to
+    /// `on_line` as it arrives.
+    pub fn wait_ready(
+        &mut self,
+        deadline: Instant,
+        mut on_line: impl FnMut(&str),
+        mut cancelled: impl FnMut() -> bool,
+    ) -> Result<Boot, Error> {
+        loop {
+            for line in self.new_console_lines() {
+                on_line(&line);
+                if line.contains(READY_MARKER) {
+                    return Ok(Boot::Ready);
+                }
+                if let Some(at) = line.find(FATAL_PREFIX) {
+                    return Ok(Boot::GuestFailed(
+                        line[at + FATAL_PREFIX.len()..].trim().to_owned(),
+                    ));
+                }
+            }
+            if let Some(status) = self.hypervisor_exit()? {
+                // The last lines may explain the exit.
+                for line in self.new_console_lines() {
+                    on_line(&line);
+                }
+                return Ok(Boot::HypervisorExited(status));
+            }
+            if cancelled() || Instant::now() > deadline {
+                return Ok(Boot::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn hypervisor_exit(&mut self) -> Result<Option<ExitStatus>, Error> {
+        match self.hypervisor.as_mut() {
+            Some(child) => child.try_wait().map_err(|source| Error::Io {
+                what: "cannot wait for the hypervisor",
+                path: self.hypervisor_log.clone(),
+                source,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` for the hypervisor to exit by itself (the guest powers off when
+    /// the session ends).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.hypervisor_exit()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The whole console so far.
+    pub fn console_text(&self) -> String {
+        fs::read(&self.console_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What the hypervisor printed (its errors).
+    pub fn hypervisor_output(&self) -> String {
+        fs::read_to_string(&self.hypervisor_log).unwrap_or_default()
+    }
+
+    /// Process ids of everything still running (the hypervisor first).
+    pub fn pids(&self) -> Vec<u32> {
+        self.hypervisor
+            .iter()
+            .chain(self.helpers.iter().map(|(_, c)| c))
+            .map(Child::id)
+            .collect()
+    }
+
+    /// Kills and reaps the hypervisor, then the helpers. Idempotent.
+    pub fn stop(&mut self) {
+        let children = self
+            .hypervisor
+            .take()
+            .into_iter()
+            .chain(self.helpers.drain(..).map(|(_, c)| c));
+        for mut child in children {
+            if let Ok(None) = child.try_wait() {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,445 @@
+//! Writing the seed (S5, S6.2): the per-run bundle the guest agent reads before sshd starts.
+//!
+//! Everything here writes only inside the run directory ccvm created for this session; the
+//! user's files are read, never changed. The API key is never written: it travels in the
+//! ssh session's environment only (S6.2).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ccvm_plugin_api::seed::{
+    ARGV_FILE, AUTHORIZED_KEYS_FILE, HOST_KEY_FILE, MANIFEST_FILE, SeedManifest,
+};
+use ccvm_plugin_api::{SeedFile, SeedSource};
+
+use crate::error::Error;
+use crate::planner::HOST_KEY_ALIAS;
+
+/// The client key, relative to the run directory.
+pub const CLIENT_KEY_FILE: &str = "id_ed25519";
+/// The pinned guest host key, relative to the run directory.
+pub const KNOWN_HOSTS_FILE: &str = "known_hosts";
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { what, path, source }
+}
+
+/// argv as the seed carries it: every argument's bytes followed by a NUL (S1.2). Arguments
+/// cannot contain NUL, so this is exact.
+pub fn encode_argv(args: &[OsString]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for arg in args {
+        bytes.extend_from_slice(arg.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// A seed path from a plugin: relative, `/`-separated, no `..`, not empty.
+fn checked_relative(path: &str) -> Result<PathBuf, Error> {
+    let candidate = Path::new(path);
+    let clean = !path.is_empty()
+        && candidate
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if clean {
+        Ok(candidate.to_owned())
+    } else {
+        Err(Error::Host {
+            message: format!(
+                "a policy asked for the seed path `{path}`, which is not a plain relative path"
+            ),
+            hint: Some(
+                "this is a bug in that policy plugin; remove it from the plugin directory"
+                    .to_owned(),
+            ),
+        })
+    }
+}
+
+fn create_private_file(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io("cannot create", parent))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io("cannot create", path))?;
+    std::io::Write::write_all(&mut file, content).map_err(io("cannot write", path))
+}
+
+/// Copies `from` (file or directory) to `to`, following symlinks, skipping dangling links and
+/// directory loops (each with a warning) and every entry named in `drop_names`.
+fn copy_from_host(
+    from: &Path,
+    to: &Path,
+    drop_names: &[String],
+    ancestors: &mut HashSet<(u64, u64)>,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
+    let meta = match fs::metadata(from) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(from).is_ok() {
+                warnings.push(format!(
+                    "{} is a dangling symlink; not staged",
+                    from.display()
+                ));
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{} cannot be read ({e}); not staged",
+                from.display()
+            ));
+            return Ok(());
+        }
+    };
+    if meta.is_dir() {
+        let id = (meta.dev(), meta.ino());
+        if !ancestors.insert(id) {
+            warnings.push(format!(
+                "{} loops back to a parent directory; not staged",
+                from.display()
+            ));
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(to)
+            .map_err(io("cannot create", to))?;
+        let mut entries: Vec<_> = fs::read_dir(from)
+            .map_err(io("cannot list", from))?
+            .collect::<Result<_, _>>()
+            .map_err(io("cannot list", from))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            if drop_names.iter().any(|d| d.as_bytes() == name.as_bytes()) {
+                continue;
+            }
+            copy_from_host(
+                &entry.path(),
+                &to.join(&name),
+                drop_names,
+                ancestors,
+                warnings,
+            )?;
+        }
+        ancestors.remove(&id);
+        Ok(())
+    } else if meta.is_file() {
+        let content = match fs::read(from) {
+            Ok(content) => content,
+            Err(e) => {
+                warnings.push(format!(
+                    "{} cannot be read ({e}); not staged",
+                    from.display()
+                ));
+                return Ok(());
+            }
+        };
+        // Executable bits survive (hooks, scripts); the guest makes everything agent-owned.
+        let mode = if meta.mode() & 0o111 != 0 {
+            0o700
+        } else {
+            0o600
+        };
+        create_private_file(to, &content, mode)
+    } else {
+        warnings.push(format!(
+            "{} is not a regular file or directory; not staged",
+            from.display()
+        ));
+        Ok(())
+    }
+}
+
+/// Writes the seed into `dir` (which must not exist yet): the manifest, the argv, and every
+/// policy seed file. Returns warnings about host files that could not be staged.
+pub fn write(
+    dir: &Path,
+    manifest: &SeedManifest,
+    argv: &[OsString],
+    files: &[SeedFile],
+) -> Result<Vec<String>, Error> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("cannot create", dir))?;
+    let mut warnings = Vec::new();
+    for file in files {
+        let target = dir.join(checked_relative(&file.path)?);
+        match &file.source {
+            SeedSource::Inline { content } => {
+                create_private_file(&target, content.as_bytes(), 0o600)?;
+            }
+            SeedSource::CopyFromHost {
+                host_path,
+                drop_names,
+            } => {
+                if let Some(parent) = target.parent() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)
+                        .map_err(io("cannot create", parent))?;
+                }
+                copy_from_host(
+                    Path::new(host_path),
+                    &target,
+                    drop_names,
+                    &mut HashSet::new(),
+                    &mut warnings,
+                )?;
+            }
+        }
+    }
+    create_private_file(&dir.join(ARGV_FILE), &encode_argv(argv), 0o600)?;
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Host {
+        message: format!("cannot encode the seed manifest: {e}"),
+        hint: None,
+    })?;
+    create_private_file(&dir.join(MANIFEST_FILE), &json, 0o600)?;
+    Ok(warnings)
+}
+
+fn keygen(ssh_keygen: &Path, key: &Path, comment: &str) -> Result<String, Error> {
+    let output = Command::new(ssh_keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(key)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Host {
+            message: format!("cannot run {}: {e}", ssh_keygen.display()),
+            hint: Some("install the Debian/Ubuntu package `openssh-client`".to_owned()),
+        })?;
+    if !output.status.success() {
+        return Err(Error::Host {
+            message: format!(
+                "ssh-keygen could not create {}: {}",
+                key.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            hint: None,
+        });
+    }
+    let public = key.with_extension("pub");
+    let text = fs::read_to_string(&public).map_err(io("cannot read", &public))?;
+    fs::remove_file(&public).map_err(io("cannot remove", &public))?;
+    Ok(text)
+}
+
+/// Fresh ed25519 keys for one session (S6.2): the guest's host key goes into the seed and its
+/// public half into `run_dir/known_hosts` (pinned under [`HOST_KEY_ALIAS`]); the client key
+/// stays in `run_dir` and its public half becomes the seed's only authorized key.
+pub fn generate_keys(ssh_keygen: &Path, run_dir: &Path, seed_dir: &Path) -> Result<(), Error> {
+    let host_key = seed_dir.join(HOST_KEY_FILE);
+    if let Some(parent) = host_key.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io("cannot create", parent))?;
+    }
+    let host_public = keygen(ssh_keygen, &host_key, "ccvm-guest-host")?;
+    let mut fields = host_public.split_whitespace();
+    let (Some(kind), Some(body)) = (fields.next(), fields.next()) else {
+        return Err(Error::Host {
+            message: format!("ssh-keygen wrote an unreadable public key: {host_public:?}"),
+            hint: None,
+        });
+    };
+    create_private_file(
+        &run_dir.join(KNOWN_HOSTS_FILE),
+        format!("{HOST_KEY_ALIAS} {kind} {body}\n").as_bytes(),
+        0o600,
+    )?;
+    let client_public = keygen(ssh_keygen, &run_dir.join(CLIENT_KEY_FILE), "ccvm-client")?;
+    create_private_file(
+        &seed_dir.join(AUTHORIZED_KEYS_FILE),
+        client_public.as_bytes(),
+        0o600,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    use ccvm_plugin_api::NetworkAttachment;
+    use ccvm_plugin_api::seed::{GuestUser, SEED_VERSION, SessionMode};
+
+    use super::*;
+
+    fn manifest() -> SeedManifest {
+        SeedManifest {
+            version: SEED_VERSION,
+            user: GuestUser {
+                name: "dev".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/dev".into(),
+            },
+            project_dir: "/home/dev/p".into(),
+            mode: SessionMode::Claude,
+            shares: Vec::new(),
+            writable_cwd: true,
+            api_key_variable: "ANTHROPIC_API_KEY".into(),
+            guest_ssh_port: 22,
+            network: NetworkAttachment::None,
+            setup_steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn argv_encoding_terminates_every_argument() {
+        let args = [
+            OsString::from("a b"),
+            OsString::new(),
+            OsString::from_vec(vec![0xff, b'\n']),
+        ];
+        assert_eq!(encode_argv(&args), b"a b\0\0\xff\n\0");
+    }
+
+    #[test]
+    fn seed_paths_must_stay_inside_the_seed() {
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
+            assert!(checked_relative(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(checked_relative("claude/settings.json").is_ok());
+    }
+
+    #[test]
+    fn copy_follows_links_drops_names_and_survives_loops_and_dangling_links() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let claude = host.path().join("claude");
+        fs::create_dir_all(claude.join("agents/nested")).expect("mkdir");
+        fs::write(claude.join("agents/a.md"), "agent").expect("write");
+        fs::write(claude.join("agents/.credentials.json"), "secret").expect("write");
+        fs::write(claude.join("agents/nested/.credentials.json"), "secret").expect("write");
+        fs::write(host.path().join("real-settings.json"), "{}").expect("write");
+        std::os::unix::fs::symlink(
+            host.path().join("real-settings.json"),
+            claude.join("agents/linked.json"),
+        )
+        .expect("symlink");
+        std::os::unix::fs::symlink("/nonexistent/target", claude.join("agents/dangling"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(&claude, claude.join("agents/nested/loop")).expect("symlink");
+
+        let seed = host.path().join("seed");
+        let files = vec![
+            SeedFile {
+                path: "claude/agents".into(),
+                source: SeedSource::CopyFromHost {
+                    host_path: claude.join("agents").display().to_string(),
+                    drop_names: vec![".credentials.json".into()],
+                },
+            },
+            SeedFile {
+                path: "claude/missing".into(),
+                source: SeedSource::CopyFromHost {
+                    host_path: claude.join("missing").display().to_string(),
+                    drop_names: Vec::new(),
+                },
+            },
+            SeedFile {
+                path: "ccvm-session.md".into(),
+                source: SeedSource::Inline {
+                    content: "# ccvm session\n".into(),
+                },
+            },
+        ];
+        let args = [OsString::from("--help")];
+        let warnings = write(&seed, &manifest(), &args, &files).expect("seed written");
+
+        let staged = seed.join("claude/agents");
+        assert_eq!(
+            fs::read_to_string(staged.join("a.md")).expect("a.md"),
+            "agent"
+        );
+        let linked = staged.join("linked.json");
+        assert!(
+            fs::symlink_metadata(&linked)
+                .expect("linked")
+                .file_type()
+                .is_file(),
+            "links are dereferenced"
+        );
+        assert!(!staged.join(".credentials.json").exists());
+        assert!(!staged.join("nested/.credentials.json").exists());
+        assert!(!staged.join("dangling").exists());
+        assert!(
+            !seed.join("claude/missing").exists(),
+            "a missing source is skipped"
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("dangling")));
+        assert!(warnings.iter().any(|w| w.contains("loops back")));
+        assert_eq!(fs::read(seed.join("argv")).expect("argv"), b"--help\0");
+        let parsed: SeedManifest =
+            serde_json::from_slice(&fs::read(seed.join("seed.json")).expect("seed.json"))
+                .expect("parses");
+        assert_eq!(parsed, manifest());
+        let mode = fs::metadata(&seed).expect("seed").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A second write into the same directory is refused rather than mixing two seeds.
+        assert!(write(&seed, &manifest(), &args, &files).is_err());
+    }
+
+    #[test]
+    fn keys_pin_the_host_key_and_authorize_only_the_client() {
+        let Ok(ssh_keygen) = which::which("ssh-keygen") else {
+            eprintln!("skipped: ssh-keygen is not installed (package openssh-client)");
+            return;
+        };
+        let run = tempfile::tempdir().expect("tempdir");
+        let seed = run.path().join("seed");
+        fs::create_dir(&seed).expect("mkdir");
+        generate_keys(&ssh_keygen, run.path(), &seed).expect("keys");
+        let known = fs::read_to_string(run.path().join(KNOWN_HOSTS_FILE)).expect("known_hosts");
+        assert!(known.starts_with("ccvm-guest ssh-ed25519 "), "{known}");
+        let authorized = fs::read_to_string(seed.join(AUTHORIZED_KEYS_FILE)).expect("authorized");
+        assert!(authorized.starts_with("ssh-ed25519 "));
+        assert!(
+            fs::read_to_string(seed.join(HOST_KEY_FILE))
+                .expect("host key")
+                .contains("PRIVATE KEY")
+        );
+        assert!(run.path().join(CLIENT_KEY_FILE).is_file());
+        // The client's private key never enters the seed.
+        let in_seed = walk(&seed);
+        assert!(
+            in_seed.iter().all(|p| !p.ends_with(CLIENT_KEY_FILE)),
+            "{in_seed:?}"
+        );
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).expect("list").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,435 @@
+//! PID 1 (D5): from the initramfs to a running sshd, then reaping until the session ends.
+//!
+//! Waits only for what it needs: the root disk, the seed share, sshd listening. Any failure
+//! is printed on the console with `ccvm-guest: fatal:` and powers the VM off; nothing is
+//! silently skipped.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ccvm_plugin_api::seed::{
+    ARGV_FILE, MANIFEST_FILE, READY_MARKER, SEED_GUEST_DIR as SEED_DIR, SEED_TAG, SEED_VERSION,
+    SeedManifest, SessionMode,
+};
+use ccvm_plugin_api::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
+use nix::mount::{MsFlags, mount};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::session::{DONE_FIFO, SESSION_DIR};
+use crate::{cmdline, modules, setup};
+
+/// How long to wait for the root disk and for sshd.
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(20);
+const SSHD_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn log(message: &str) {
+    eprintln!("ccvm-guest: {message}");
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only reachable when not PID 1 (e.g. `ccvm-guest init` run by hand).
+    std::process::exit(1)
+}
+
+fn fatal(message: &str) -> ! {
+    log(&format!("fatal: {message}"));
+    power_off()
+}
+
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    fs::create_dir_all(target).map_err(|e| format!("cannot create {target}: {e}"))?;
+    mount(Some(source), target, Some(fstype), flags, data)
+        .map_err(|e| format!("cannot mount {fstype} {source} on {target}: {e}"))
+}
+
+fn move_mount(from: &str, to: &str) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| format!("cannot create {to}: {e}"))?;
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("cannot move {from} to {to}: {e}"))
+}
+
+/// Root image format from its superblock.
+fn root_fstype(device: &str) -> Result<&'static str, String> {
+    let mut head = [0u8; 1028];
+    fs::File::open(device)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("cannot read {device}: {e}"))?;
+    if &head[..4] == b"hsqs" {
+        Ok("squashfs")
+    } else if head[1024..1028] == [0xe2, 0xe1, 0xf5, 0xe0] {
+        Ok("erofs")
+    } else {
+        Err(format!("{device} holds neither squashfs nor erofs"))
+    }
+}
+
+fn wait_for(path: &str) -> Result<(), String> {
+    let deadline = Instant::now() + DEVICE_TIMEOUT;
+    while !Path::new(path).exists() {
+        if Instant::now() > deadline {
+            return Err(format!("{path} did not appear within {DEVICE_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Initramfs → overlay root: tmpfs upper over the read-only image, then switch into it.
+fn switch_root(virtio: &str) -> Result<(), String> {
+    let initramfs_modules = modules::module_dir(Path::new("/"));
+    let transport = if virtio == "mmio" {
+        "virtio_mmio"
+    } else {
+        "virtio_pci"
+    };
+    modules::load(&initramfs_modules, &[transport, "virtio_blk"])?;
+    wait_for("/dev/vda")?;
+    let fstype = root_fstype("/dev/vda")?;
+    modules::load(&initramfs_modules, &[fstype, "overlay"])?;
+    mount_fs(
+        "tmpfs",
+        "/overlay",
+        "tmpfs",
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )?;
+    for dir in ["/overlay/lower", "/overlay/upper", "/overlay/work"] {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    }
+    mount_fs(
+        "/dev/vda",
+        "/overlay/lower",
+        fstype,
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    mount_fs(
+        "overlay",
+        "/newroot",
+        "overlay",
+        MsFlags::empty(),
+        Some("lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work"),
+    )?;
+    for dir in ["dev", "proc", "sys"] {
+        move_mount(&format!("/{dir}"), &format!("/newroot/{dir}"))?;
+    }
+    std::env::set_current_dir("/newroot").map_err(|e| format!("cannot enter /newroot: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("cannot move the new root to /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))
+}
+
+fn share_mount(
+    transport: ShareTransport,
+    tag: &str,
+    target: &str,
+    read_only: bool,
+) -> Result<(), String> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    match transport {
+        ShareTransport::NineP => mount_fs(
+            tag,
+            target,
+            "9p",
+            flags,
+            Some("trans=virtio,version=9p2000.L,msize=512000,cache=mmap,access=client"),
+        ),
+        ShareTransport::VirtioFs => mount_fs(tag, target, "virtiofs", flags, None),
+    }
+}
+
+/// The project (read-write, or read-only lower + tmpfs upper, S5.1) and the other shares.
+fn mount_shares(manifest: &SeedManifest) -> Result<(), String> {
+    let user = &manifest.user;
+    for (index, share) in manifest.shares.iter().enumerate() {
+        if share.read_only && share.guest_path == manifest.project_dir {
+            mount_project_overlay(share, index, user.uid, user.gid)?;
+        } else {
+            share_mount(
+                share.transport,
+                &share.tag,
+                &share.guest_path,
+                share.read_only,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_project_overlay(
+    share: &PlannedShare,
+    index: usize,
+    uid: u32,
+    gid: u32,
+) -> Result<(), String> {
+    let base = format!("/run/ccvm/overlay-{index}");
+    share_mount(share.transport, &share.tag, &format!("{base}/lower"), true)?;
+    mount_fs(
+        "tmpfs",
+        &format!("{base}/rw"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    for dir in ["upper", "work"] {
+        let path = format!("{base}/rw/{dir}");
+        fs::create_dir_all(&path).map_err(|e| format!("cannot create {path}: {e}"))?;
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {path}: {e}"))?;
+    }
+    mount_fs(
+        "overlay",
+        &share.guest_path,
+        "overlay",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!(
+            "lowerdir={base}/lower,upperdir={base}/rw/upper,workdir={base}/rw/work"
+        )),
+    )
+}
+
+fn run_checked(program: &str, args: &[&str]) -> Result<(), String> {
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn network(network: &NetworkAttachment) -> Result<(), String> {
+    run_checked("/usr/sbin/ip", &["link", "set", "lo", "up"])?;
+    if let NetworkAttachment::UserMode {
+        gateway,
+        dns,
+        guest_address,
+        ..
+    } = network
+    {
+        run_checked("/usr/sbin/ip", &["link", "set", "eth0", "up"])?;
+        run_checked(
+            "/usr/sbin/ip",
+            &["addr", "add", guest_address, "dev", "eth0"],
+        )?;
+        run_checked("/usr/sbin/ip", &["route", "add", "default", "via", gateway])?;
+        fs::write("/etc/resolv.conf", format!("nameserver {dns}\n"))
+            .map_err(|e| format!("resolv.conf: {e}"))?;
+    }
+    Ok(())
+}
+
+/// What the forced command needs, copied out of the seed so the seed (which holds the sshd
+/// host key) can be unmounted.
+fn prepare_session(manifest: &SeedManifest) -> Result<(), String> {
+    let write = |name: &str, content: &[u8]| {
+        let path = Path::new(SESSION_DIR).join(name);
+        fs::write(&path, content)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o644)))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    fs::create_dir_all(SESSION_DIR).map_err(|e| format!("cannot create {SESSION_DIR}: {e}"))?;
+    let argv = fs::read(Path::new(SEED_DIR).join(ARGV_FILE))
+        .map_err(|e| format!("cannot read the seed argv: {e}"))?;
+    write("argv", &argv)?;
+    write(
+        "mode",
+        match manifest.mode {
+            SessionMode::Claude => b"claude",
+            SessionMode::Shell => b"shell",
+        },
+    )?;
+    write("project_dir", manifest.project_dir.as_bytes())?;
+    let fifo = Path::new(DONE_FIFO);
+    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("cannot create {DONE_FIFO}: {e}"))?;
+    std::os::unix::fs::chown(fifo, Some(manifest.user.uid), Some(manifest.user.gid))
+        .map_err(|e| format!("chown {DONE_FIFO}: {e}"))
+}
+
+fn wait_listening(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + SSHD_TIMEOUT;
+    while TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "sshd is not listening on port {port} after {SSHD_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn boot() -> Result<u32, String> {
+    mount_fs("proc", "/proc", "proc", MsFlags::empty(), None)?;
+    mount_fs("sysfs", "/sys", "sysfs", MsFlags::empty(), None)?;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
+    let words = cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let virtio = words.get("virtio").map(String::as_str).unwrap_or("pci");
+    let transport = match words.get("shares").map(String::as_str) {
+        Some("virtio-fs") => ShareTransport::VirtioFs,
+        _ => ShareTransport::NineP,
+    };
+    switch_root(virtio)?;
+
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_fs("tmpfs", "/run", "tmpfs", nosuid, Some("mode=0755"))?;
+    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid, Some("mode=1777"))?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("gid=5,mode=620,ptmxmode=666"),
+    )?;
+    mount_fs("tmpfs", "/dev/shm", "tmpfs", nosuid, Some("mode=1777"))?;
+
+    let root_modules = modules::module_dir(Path::new("/"));
+    let share_modules: &[&str] = match transport {
+        ShareTransport::NineP => &["9pnet_virtio", "9p"],
+        ShareTransport::VirtioFs => &["virtiofs"],
+    };
+    modules::load(&root_modules, share_modules)?;
+    modules::load(&root_modules, &["virtio_net", "virtio_rng"])?;
+
+    share_mount(transport, SEED_TAG, SEED_DIR, true)?;
+    let manifest: SeedManifest = serde_json::from_slice(
+        &fs::read(Path::new(SEED_DIR).join(MANIFEST_FILE))
+            .map_err(|e| format!("cannot read the seed manifest: {e}"))?,
+    )
+    .map_err(|e| format!("the seed manifest is malformed: {e}"))?;
+    if manifest.version != SEED_VERSION {
+        return Err(format!(
+            "seed version {} is not {SEED_VERSION}; rebuild the image",
+            manifest.version
+        ));
+    }
+
+    let root = Path::new("/");
+    let seed = Path::new(SEED_DIR);
+    let _ = nix::unistd::sethostname("ccvm");
+    setup::sysctls(Path::new("/proc/sys")).map_err(|e| e.to_string())?;
+    setup::lock_root(root).map_err(|e| e.to_string())?;
+    setup::add_user(root, &manifest.user).map_err(|e| e.to_string())?;
+    // The hostname must resolve (sudo insists); a HostsPins step rewrites this with its pins.
+    setup::hosts(root, &[]).map_err(|e| e.to_string())?;
+    network(&manifest.network)?;
+    mount_shares(&manifest)?;
+
+    let left = setup::apply_steps(root, seed, &manifest).map_err(|e| e.to_string())?;
+    for step in left {
+        match step {
+            SetupStep::ClaudeHome { seed_dir } => {
+                let target = format!("{}/.claude", manifest.user.home.trim_end_matches('/'));
+                mount_fs(
+                    "tmpfs",
+                    &target,
+                    "tmpfs",
+                    nosuid,
+                    Some(&format!(
+                        "mode=0700,uid={},gid={}",
+                        manifest.user.uid, manifest.user.gid
+                    )),
+                )?;
+                setup::claude_home(root, seed, seed_dir, &manifest.user)
+                    .map_err(|e| e.to_string())?;
+            }
+            SetupStep::Firewall(_) => {
+                // Fail closed: an allowlist this agent cannot enforce must not boot open.
+                return Err(
+                    "the seed asks for an egress filter, which this guest agent cannot install yet"
+                        .to_owned(),
+                );
+            }
+            other => return Err(format!("unexpected setup step {other:?}")),
+        }
+    }
+    setup::sshd(root, seed, &manifest).map_err(|e| e.to_string())?;
+    prepare_session(&manifest)?;
+    nix::mount::umount(SEED_DIR).map_err(|e| format!("cannot unmount the seed: {e}"))?;
+
+    let sshd = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f", &format!("/{}", setup::SSHD_CONFIG)])
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start sshd: {e}"))?;
+    wait_listening(manifest.guest_ssh_port)?;
+    log(READY_MARKER.trim_start_matches("ccvm-guest: "));
+    Ok(sshd.id())
+}
+
+/// Children of `parent`, from /proc.
+fn children_of(parent: u32) -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok())
+                == Some(parent)
+        })
+        .count()
+}
+
+pub fn run() -> i32 {
+    let sshd = match boot() {
+        Ok(pid) => pid,
+        Err(e) => fatal(&e),
+    };
+    std::thread::spawn(move || {
+        // Blocks until the session writes its exit status.
+        let mut status = String::new();
+        if fs::File::open(DONE_FIFO)
+            .and_then(|mut f| f.read_to_string(&mut status))
+            .is_ok()
+        {
+            // Let sshd deliver the exit status and close the connection first.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while children_of(sshd) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            log(&format!("session ended ({}), powering off", status.trim()));
+            power_off();
+        }
+    });
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                if pid.as_raw() as u32 == sshd =>
+            {
+                fatal("sshd exited");
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => fatal(&format!("waitpid: {e}")),
+        }
+    }
+}

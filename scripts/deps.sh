@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running ccvm needs on Debian/Ubuntu. Idempotent and
+# quick when everything is there: packages already installed are left alone.
+#   scripts/deps.sh          everything the test suite needs (CI runs this)
+#   scripts/deps.sh --user   the same plus npm, which the real image build downloads Claude Code with
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    build-essential git xz-utils
+    # the session: hypervisors and the ssh client
+    qemu-system-x86 qemu-system-arm openssh-client
+    # the image builder
+    mmdebstrap squashfs-tools-ng
+    # building the Rust virtiofsd (virtio-fs shares)
+    pkg-config libseccomp-dev libcap-ng-dev
+)
+[ "${1:-}" = "--user" ] && packages+=(npm)
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "deps: installing ${missing[*]}" >&2
+    $sudo apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# virtio-fs needs the Rust virtiofsd (the C one in QEMU 7 has no read-only export). It goes
+# to /usr/local so that every user, not only the one who built it, can run it.
+if ! command -v virtiofsd >/dev/null && [ ! -x /usr/local/bin/virtiofsd ]; then
+    echo "deps: building virtiofsd from crates.io (about 2 minutes)" >&2
+    target=$(mktemp -d)
+    cargo install --quiet --locked --root "$target" virtiofsd@1.14.0
+    $sudo install -m 0755 "$target/bin/virtiofsd" /usr/local/bin/virtiofsd
+    rm -rf "$target"
+fi

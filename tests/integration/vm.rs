@@ -1,0 +1,134 @@
+//! Support for tests that boot a real VM: the stub image, skipping with a reason, and running
+//! a process with a hard deadline.
+//!
+//! A VM test needs QEMU, OpenSSH, the static guest agent (`scripts/build-guest.sh`) and the
+//! stub image (built on first use with `ccvm --ccvm-image build --stub`, then cached by its
+//! key). When something is missing the test prints why and passes without booting, unless
+//! `CCVM_REQUIRE_VM_TESTS=1` (set by the README's test command) turns that into a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The unprivileged user VM tests run ccvm as when the test process is root.
+pub const TEST_UID: u32 = 64_000;
+pub const TEST_USER: &str = "ccvmtest";
+/// The name of the stub image.
+pub const STUB_IMAGE: &str = "test";
+
+/// Returns `Some(reason)` after printing it when the test must skip; panics instead when VM
+/// tests are required.
+pub fn skip(reason: &str) -> Option<String> {
+    if std::env::var_os("CCVM_REQUIRE_VM_TESTS").is_some_and(|v| v == "1") {
+        panic!("VM tests are required (CCVM_REQUIRE_VM_TESTS=1) but cannot run: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+    Some(reason.to_owned())
+}
+
+/// Why this host cannot boot the x86_64 test VM, if it cannot.
+fn missing_tool() -> Option<String> {
+    if std::env::consts::ARCH != "x86_64" {
+        return Some(format!(
+            "the VM tests boot x86_64 guests; this host is {}",
+            std::env::consts::ARCH
+        ));
+    }
+    for (program, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("tar2sqfs", "squashfs-tools-ng"),
+    ] {
+        if which::which(program).is_err() {
+            return Some(format!(
+                "`{program}` is not installed (package {package}; scripts/setup.sh installs it)"
+            ));
+        }
+    }
+    None
+}
+
+/// The shared cache the stub image is built in: `CCVM_TEST_CACHE`, else the user's cache.
+fn shared_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CCVM_TEST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| Path::new(d).is_absolute()) {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+}
+
+/// The stub image's directory, built once per machine (cached by its key; an up-to-date
+/// image costs one hash of the guest agent). `Err` carries a skip reason.
+pub fn stub_image() -> Result<&'static Path, String> {
+    static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            if let Some(reason) = missing_tool() {
+                return Err(reason);
+            }
+            let cache = shared_cache();
+            let output = Command::new(env!("CARGO_BIN_EXE_ccvm"))
+                .args(["--ccvm-image", "build", "--stub", "--name", STUB_IMAGE])
+                .env("XDG_CACHE_HOME", &cache)
+                .stdin(Stdio::null())
+                .output()
+                .expect("ccvm runs");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            eprint!("{stderr}");
+            if output.status.success() {
+                let link = cache
+                    .join("ccvm/images")
+                    .join(format!("{STUB_IMAGE}-{}", std::env::consts::ARCH));
+                return Ok(std::fs::canonicalize(&link).expect("the image link resolves"));
+            }
+            if stderr.contains("no static guest agent") {
+                return Err(
+                    "the static guest agent is not built (run scripts/build-guest.sh)".to_owned(),
+                );
+            }
+            panic!("building the stub image failed:\n{stderr}");
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Makes the stub image visible as `test` in `cache` (a world's `XDG_CACHE_HOME`) through
+/// hard links (copies across file systems), so the world never touches the shared cache.
+pub fn install_stub_image(image: &Path, cache: &Path) {
+    let images = cache.join("ccvm/images");
+    let key = image.file_name().expect("the image dir has a name");
+    let dir = images.join(key);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for file in ["kernel", "initrd.img", "root.img", "manifest.json"] {
+        let (from, to) = (image.join(file), dir.join(file));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).expect("copy an image file");
+        }
+    }
+    std::os::unix::fs::symlink(
+        key,
+        images.join(format!("{STUB_IMAGE}-{}", std::env::consts::ARCH)),
+    )
+    .expect("symlink");
+}
+
+/// Waits for `child` at most `limit`, killing it when the limit passes; returns its output
+/// and whether it finished in time.
+pub fn output_within(mut child: Child, limit: Duration) -> (Output, bool) {
+    let deadline = Instant::now() + limit;
+    let mut in_time = true;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            in_time = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().expect("collect output"), in_time)
+}
