@@ -2,7 +2,7 @@
 # Installs what building, testing and running ccvm needs on Debian/Ubuntu. Idempotent and
 # quick when everything is there: packages already installed are left alone.
 #   scripts/deps.sh          everything the test suite needs (CI runs this)
-#   scripts/deps.sh --user   the same plus npm, which the real image build downloads Claude Code with
+#   scripts/deps.sh --user   the same plus npm, with which the image build downloads Claude Code
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

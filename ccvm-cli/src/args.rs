@@ -29,6 +29,9 @@ pub enum Action {
         socket: PathBuf,
         port: u32,
     },
+    /// `--ccvm-reap DIR`: internal, removes a session's run directory once its stdin closes,
+    /// which happens when the ccvm that started it exits in any way, SIGKILL included.
+    Reap(PathBuf),
 }
 
 /// ccvm's own flags.
@@ -140,6 +143,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
                     },
                     text,
                 )?;
+            }
+            "--ccvm-reap" => {
+                let Some(dir) = args.next() else {
+                    return Err(Error::usage("--ccvm-reap needs a directory"));
+                };
+                set_action(Action::Reap(PathBuf::from(dir)), text)?;
             }
             _ if text.starts_with("--ccvm-") => {
                 if let Some((_, new)) = MANAGEMENT.iter().find(|(flag, _)| *flag == text) {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod help;
 pub mod host;
 pub mod image;
+pub mod launch;
 pub mod machine;
 pub mod planner;
 pub mod plugins;
@@ -60,6 +61,7 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Help => print(&help::text()),
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
         Action::VsockProxy { socket, port } => vsock::proxy(&socket, port),
+        Action::Reap(dir) => Ok(launch::reap(&dir)),
         Action::Image(words) => match image::parse_command(&words)? {
             image::ImageCommand::Build(options) => image::build(&options, env).map(|_| 0),
             image::ImageCommand::List => print(&image::list(env)?),
@@ -87,14 +89,65 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
             print(&(json + "\n"))
         }
         Action::Run => {
+            refuse_root(env)?;
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
-            planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
-            Err(Error::Host {
-                message: "starting a VM session is not available in this version of ccvm yet"
-                    .to_owned(),
-                hint: Some("`ccvm --ccvm-plan` shows everything a session would run".to_owned()),
-            })
+            let mut plan =
+                planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
+            if !plan.image.present {
+                build_missing_image(&plan, env)?;
+                plan = planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
+            }
+            for diagnostic in &plan.diagnostics {
+                if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Warning {
+                    eprintln!("ccvm: warning: {}", diagnostic.message);
+                }
+            }
+            launch::run(&plan, &invocation.forwarded, env)
         }
     }
+}
+
+/// S11.3: a passthrough share would let the guest create root-owned or setuid files.
+fn refuse_root(env: &Env) -> Result<(), Error> {
+    let allowed = env.get("CCVM_ALLOW_ROOT").is_some_and(|v| v == "1");
+    if nix::unistd::getuid().is_root() && !allowed {
+        return Err(Error::Host {
+            message: "ccvm refuses to run as root: the project share would let the guest create \
+                      root-owned or setuid files in it"
+                .to_owned(),
+            hint: Some(
+                "run ccvm as your own user (or set CCVM_ALLOW_ROOT=1 if you must)".to_owned(),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// First run: the image is missing, so build it (S10.3), saying what and how long.
+fn build_missing_image(plan: &planner::LaunchPlan, env: &Env) -> Result<(), Error> {
+    let guest_arch = &plan.capabilities.guest_arch;
+    if guest_arch != "host" && guest_arch != std::env::consts::ARCH {
+        return Err(Error::Host {
+            message: format!(
+                "the guest image `{}` for {guest_arch} is missing ({}), and this {} host cannot build it",
+                plan.image.name,
+                plan.image.dir,
+                std::env::consts::ARCH
+            ),
+            hint: Some(format!(
+                "build it on a {guest_arch} machine with `ccvm --ccvm-image build`"
+            )),
+        });
+    }
+    eprintln!(
+        "ccvm: the guest image `{}` is not built yet; building it now (once; usually 3-5 minutes \
+         plus the Claude Code download)",
+        plan.image.name
+    );
+    let options = image::BuildOptions {
+        name: plan.image.name.clone(),
+        ..image::BuildOptions::default()
+    };
+    image::build(&options, env).map(|_| ())
 }

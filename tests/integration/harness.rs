@@ -184,6 +184,35 @@ impl Ccvm {
         self
     }
 
+    /// Starts it with no stdin and piped output.
+    pub fn spawn_quiet(mut self) -> std::process::Child {
+        self.command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ccvm runs")
+    }
+
+    /// Runs with no stdin and a hard deadline; a run that overstays is killed and fails.
+    pub fn run_within(mut self, limit: std::time::Duration) -> Outcome {
+        let child = self
+            .command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ccvm runs");
+        let (output, in_time) = crate::vm::output_within(child, limit);
+        let outcome = Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        assert!(in_time, "ccvm did not finish within {limit:?}: {outcome:?}");
+        outcome
+    }
+
     pub fn run(mut self) -> Outcome {
         let output = self.command.output().expect("ccvm runs");
         Outcome {

@@ -14,3 +14,4 @@ mod config;
 mod image;
 mod plan;
 mod plugins;
+mod session;

@@ -11,9 +11,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The unprivileged user VM tests run ccvm as when the test process is root.
-pub const TEST_UID: u32 = 64_000;
-pub const TEST_USER: &str = "ccvmtest";
+/// The unprivileged user VM tests run ccvm as when the test process is root: `nobody`, which
+/// every Debian system has (ssh and ssh-keygen refuse a uid without a passwd entry).
+pub const TEST_UID: u32 = 65_534;
+pub const TEST_USER: &str = "nobody";
 /// The name of the stub image.
 pub const STUB_IMAGE: &str = "test";
 
@@ -97,9 +98,32 @@ pub fn stub_image() -> Result<&'static Path, String> {
         .map_err(Clone::clone)
 }
 
+/// The real image (`default`, Claude Code from npm) when it is built in the shared cache.
+/// `.ci/run` builds it; elsewhere `ccvm --ccvm-image build` does. `Err` carries a skip reason.
+pub fn real_image() -> Result<PathBuf, String> {
+    if let Some(reason) = missing_tool() {
+        return Err(reason);
+    }
+    let link = shared_cache()
+        .join("ccvm/images")
+        .join(format!("default-{}", std::env::consts::ARCH));
+    match std::fs::canonicalize(&link) {
+        Ok(dir) if dir.join("manifest.json").is_file() => Ok(dir),
+        _ => Err(format!(
+            "the real image is not built ({}); build it with `ccvm --ccvm-image build`",
+            link.display()
+        )),
+    }
+}
+
 /// Makes the stub image visible as `test` in `cache` (a world's `XDG_CACHE_HOME`) through
 /// hard links (copies across file systems), so the world never touches the shared cache.
 pub fn install_stub_image(image: &Path, cache: &Path) {
+    install_image(image, cache, STUB_IMAGE);
+}
+
+/// [`install_stub_image`] under any name.
+pub fn install_image(image: &Path, cache: &Path, name: &str) {
     let images = cache.join("ccvm/images");
     let key = image.file_name().expect("the image dir has a name");
     let dir = images.join(key);
@@ -112,7 +136,7 @@ pub fn install_stub_image(image: &Path, cache: &Path) {
     }
     std::os::unix::fs::symlink(
         key,
-        images.join(format!("{STUB_IMAGE}-{}", std::env::consts::ARCH)),
+        images.join(format!("{name}-{}", std::env::consts::ARCH)),
     )
     .expect("symlink");
 }

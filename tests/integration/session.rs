@@ -1,0 +1,279 @@
+//! End-to-end sessions through the real `ccvm` binary: it plans, writes the seed, boots the
+//! stub image under TCG, runs the session over ssh and tears everything down.
+
+use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
+
+use sha2::Digest;
+
+use crate::harness::World;
+use crate::vm;
+
+/// A session must finish well within this, boot included.
+const SESSION_LIMIT: Duration = Duration::from_secs(240);
+
+fn world(config: &str) -> Option<World> {
+    let image = match vm::stub_image() {
+        Ok(image) => image,
+        Err(reason) => {
+            vm::skip(&reason);
+            return None;
+        }
+    };
+    let world = World::for_vm();
+    world.config(&format!(
+        "image = \"{}\"\nacceleration = \"tcg\"\n{config}",
+        vm::STUB_IMAGE
+    ));
+    std::fs::write(world.path("project/hello.txt"), "hello\n").expect("write");
+    vm::install_stub_image(image, &world.path("cache"));
+    world.hand_over();
+    Some(world)
+}
+
+/// What of a session is still there: run directories and processes naming the world.
+fn leftovers(world: &World) -> Vec<String> {
+    let runtime = world.path("runtime/ccvm");
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let mut survivors: Vec<String> = left
+        .iter()
+        .map(|p| format!("directory {}", p.display()))
+        .collect();
+    let marker = world.root.path().display().to_string();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&marker)
+        {
+            survivors.push(format!(
+                "process {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    survivors
+}
+
+/// Nothing of the session is left: no run directory, no process using it.
+fn assert_torn_down(world: &World) {
+    let left = leftovers(world);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Like [`assert_torn_down`], allowing `limit` for killed processes to go away.
+fn assert_torn_down_within(world: &World, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while !leftovers(world).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_torn_down(world);
+}
+
+/// Starts `ccvm --shell -c 'sleep 600'` and waits until its console log exists and
+/// contains `needle` (`""`: as soon as the hypervisor has created it).
+// The caller waits for the returned child.
+#[allow(clippy::zombie_processes)]
+fn start_long_session(world: &World, needle: &str) -> std::process::Child {
+    let mut child = world
+        .ccvm()
+        .args(["--shell", "-c", "sleep 600"])
+        .spawn_quiet();
+    let deadline = std::time::Instant::now() + SESSION_LIMIT;
+    loop {
+        let consoles: Vec<_> = std::fs::read_dir(world.path("runtime/ccvm"))
+            .map(|e| e.flatten().map(|e| e.path().join("console.log")).collect())
+            .unwrap_or_default();
+        if consoles
+            .iter()
+            .any(|c| std::fs::read_to_string(c).is_ok_and(|t| t.contains(needle)))
+        {
+            return child;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the console never showed {needle:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_during_boot_tears_down_without_a_boot_failure() {
+    let Some(world) = world("") else { return };
+    // The hypervisor is running; the guest needs seconds more to be ready.
+    let child = start_long_session(&world, "");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let (output, in_time) = vm::output_within(child, Duration::from_secs(30));
+    assert!(in_time, "ccvm did not stop after SIGTERM");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert!(!stderr.contains("did not boot"), "{stderr}");
+    assert!(
+        !stderr.contains("error"),
+        "a requested stop is not an error: {stderr}"
+    );
+    assert_torn_down_within(&world, Duration::from_secs(10));
+}
+
+#[test]
+fn sigkill_of_ccvm_takes_the_hypervisor_and_the_scratch_directory_with_it() {
+    let Some(world) = world("share_transport = \"virtio-fs\"\n") else {
+        return;
+    };
+    if which::which("virtiofsd").is_err() {
+        vm::skip("virtiofsd is not installed (scripts/deps.sh installs it)");
+        return;
+    }
+    let mut child = start_long_session(&world, "ccvm-guest: ready");
+    child.kill().expect("SIGKILL ccvm");
+    let _ = child.wait();
+    assert_torn_down_within(&world, Duration::from_secs(10));
+}
+
+#[test]
+fn shell_runs_the_command_in_the_project_and_returns_its_status() {
+    let Some(world) = world("") else { return };
+    let out = world
+        .ccvm()
+        .args([
+            "--shell",
+            "-c",
+            "pwd; cat hello.txt; echo made-in-vm > made.txt; exit 3",
+        ])
+        .run_within(SESSION_LIMIT);
+    assert_eq!(
+        out.code, 3,
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    let project = std::fs::canonicalize(world.path("project")).expect("project");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    assert!(
+        lines.contains(&project.to_str().expect("utf8")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"hello"), "{lines:?}");
+    assert_eq!(
+        std::fs::read_to_string(world.path("project/made.txt"))
+            .expect("the guest's file reached the host"),
+        "made-in-vm\n"
+    );
+    assert_torn_down(&world);
+}
+
+#[test]
+fn claude_gets_the_argv_verbatim_the_api_key_and_returns_its_status() {
+    let Some(world) = world("") else { return };
+    let odd: Vec<std::ffi::OsString> = vec![
+        "two words".into(),
+        "it's \"quoted\"".into(),
+        "*".into(),
+        "line\nbreak".into(),
+        std::ffi::OsString::from_vec(vec![0xff, 0xfe, b'x']),
+        "--stub-exit=5".into(),
+        "--".into(),
+        "--backend".into(),
+    ];
+    let secret = "sk-ant-e2e-not-a-real-key";
+    let out = world
+        .ccvm()
+        .args([
+            "-p".into(),
+            std::ffi::OsString::from("--backend"),
+            "microvm".into(),
+        ])
+        .args(odd.clone())
+        .env("ANTHROPIC_API_KEY", secret)
+        .run_within(SESSION_LIMIT);
+    assert_eq!(
+        out.code, 5,
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    // `--backend microvm` before `--` is ccvm's; everything else reaches claude in order.
+    let mut expected = vec!["-p".as_bytes().to_vec()];
+    expected.extend(odd.iter().map(|a| a.clone().into_vec()));
+    let hex: Vec<String> = expected
+        .iter()
+        .map(|a| {
+            format!(
+                "stub-claude: arg-hex={}",
+                a.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .collect();
+    let got: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("stub-claude: arg-hex="))
+        .collect();
+    assert_eq!(got, hex, "{}", out.stdout);
+    assert!(
+        lines.contains(&format!("stub-claude: argc={}", expected.len()).as_str()),
+        "{lines:?}"
+    );
+    let digest = format!("{:x}", sha2::Sha256::digest(secret.as_bytes()));
+    assert!(
+        lines.contains(&format!("stub-claude: api-key-sha256={digest}").as_str()),
+        "{lines:?}"
+    );
+    let project = std::fs::canonicalize(world.path("project")).expect("project");
+    assert!(
+        lines.contains(&format!("stub-claude: cwd={}", project.display()).as_str()),
+        "{lines:?}"
+    );
+    assert_torn_down(&world);
+}
+
+#[test]
+fn version_is_passed_through_to_the_real_claude_code_in_the_vm() {
+    let image = match vm::real_image() {
+        Ok(image) => image,
+        Err(reason) => {
+            if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
+                panic!("the real-image test is required but cannot run: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let version = manifest["claude_code"]
+        .as_str()
+        .expect("claude_code")
+        .to_owned();
+    let world = World::for_vm();
+    world.config("acceleration = \"tcg\"\n");
+    vm::install_image(&image, &world.path("cache"), "default");
+    world.hand_over();
+    let out = world.ccvm().arg("--version").run_within(SESSION_LIMIT);
+    assert_eq!(
+        out.code, 0,
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!("{version} (Claude Code)"),
+        "{}",
+        out.stderr
+    );
+    assert_torn_down(&world);
+}
