@@ -15,7 +15,10 @@ packages=(
     # building the Rust virtiofsd (virtio-fs shares)
     pkg-config libseccomp-dev libcap-ng-dev
 )
-[ "${1:-}" = "--user" ] && packages+=(npm)
+# npm may come from elsewhere (NodeSource's nodejs bundles it and conflicts with Debian's npm).
+if [ "${1:-}" = "--user" ] && ! command -v npm >/dev/null; then
+    packages+=(npm)
+fi
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -6,7 +6,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -40,27 +39,20 @@ struct RunDir {
 
 impl RunDir {
     fn create(path: &Path, keep: bool) -> Result<RunDir, Error> {
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { what, path, source }
-        };
         if let Some(parent) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io("cannot create", parent))?;
+            seed::private_dir(parent, true)?;
         }
         // A leftover of a killed run with this pid is ours to replace.
         let _ = fs::remove_dir_all(path);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(path)
-            .map_err(io("cannot create", path))?;
+        seed::private_dir(path, false)?;
         let reaper = if keep {
             None
         } else {
-            let exe = std::env::current_exe().map_err(io("cannot locate", Path::new("ccvm")))?;
+            let exe = std::env::current_exe().map_err(|source| Error::Io {
+                what: "cannot locate",
+                path: PathBuf::from("ccvm"),
+                source,
+            })?;
             let child = Command::new(exe)
                 .arg("--ccvm-reap")
                 .arg(path)

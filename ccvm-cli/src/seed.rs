@@ -63,13 +63,18 @@ fn checked_relative(path: &str) -> Result<PathBuf, Error> {
     }
 }
 
+/// Creates `path` with mode 0700 (and, when `parents`, any missing parents the same way).
+pub fn private_dir(path: &Path, parents: bool) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(0o700)
+        .create(path)
+        .map_err(io("cannot create", path))
+}
+
 fn create_private_file(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io("cannot create", parent))?;
+        private_dir(parent, true)?;
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -117,10 +122,7 @@ fn copy_from_host(
             ));
             return Ok(());
         }
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(to)
-            .map_err(io("cannot create", to))?;
+        private_dir(to, false)?;
         let mut entries: Vec<_> = fs::read_dir(from)
             .map_err(io("cannot list", from))?
             .collect::<Result<_, _>>()
@@ -176,10 +178,7 @@ pub fn write(
     argv: &[OsString],
     files: &[SeedFile],
 ) -> Result<Vec<String>, Error> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("cannot create", dir))?;
+    private_dir(dir, false)?;
     let mut warnings = Vec::new();
     for file in files {
         let target = dir.join(checked_relative(&file.path)?);
@@ -192,11 +191,7 @@ pub fn write(
                 drop_names,
             } => {
                 if let Some(parent) = target.parent() {
-                    fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(parent)
-                        .map_err(io("cannot create", parent))?;
+                    private_dir(parent, true)?;
                 }
                 copy_from_host(
                     Path::new(host_path),
@@ -249,11 +244,7 @@ fn keygen(ssh_keygen: &Path, key: &Path, comment: &str) -> Result<String, Error>
 pub fn generate_keys(ssh_keygen: &Path, run_dir: &Path, seed_dir: &Path) -> Result<(), Error> {
     let host_key = seed_dir.join(HOST_KEY_FILE);
     if let Some(parent) = host_key.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io("cannot create", parent))?;
+        private_dir(parent, true)?;
     }
     let host_public = keygen(ssh_keygen, &host_key, "ccvm-guest-host")?;
     let mut fields = host_public.split_whitespace();

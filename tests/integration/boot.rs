@@ -349,19 +349,7 @@ fn common_assertions(world: &World, session: &Session, read_only: bool, fstype: 
 }
 
 fn prepared_world(config: &str) -> Option<World> {
-    let image = match vm::stub_image() {
-        Ok(image) => image,
-        Err(reason) => {
-            vm::skip(&reason);
-            return None;
-        }
-    };
-    let world = World::for_vm();
-    populate(&world);
-    world.config(&format!("image = \"{}\"\n{config}", vm::STUB_IMAGE));
-    vm::install_stub_image(image, &world.path("cache"));
-    world.hand_over();
-    Some(world)
+    vm::stub_world(config, populate)
 }
 
 #[test]

@@ -13,22 +13,9 @@ use crate::vm;
 const SESSION_LIMIT: Duration = Duration::from_secs(240);
 
 fn world(config: &str) -> Option<World> {
-    let image = match vm::stub_image() {
-        Ok(image) => image,
-        Err(reason) => {
-            vm::skip(&reason);
-            return None;
-        }
-    };
-    let world = World::for_vm();
-    world.config(&format!(
-        "image = \"{}\"\nacceleration = \"tcg\"\n{config}",
-        vm::STUB_IMAGE
-    ));
-    std::fs::write(world.path("project/hello.txt"), "hello\n").expect("write");
-    vm::install_stub_image(image, &world.path("cache"));
-    world.hand_over();
-    Some(world)
+    vm::stub_world(config, |world| {
+        std::fs::write(world.path("project/hello.txt"), "hello\n").expect("write");
+    })
 }
 
 /// What of a session is still there: run directories and processes naming the world.

@@ -116,6 +116,30 @@ pub fn real_image() -> Result<PathBuf, String> {
     }
 }
 
+/// A VM world booting the stub image under TCG with `config` appended to its config file;
+/// `populate` fills its home and project before they are handed to the test user. `None`
+/// (after printing why) when VM tests cannot run here.
+pub fn stub_world(
+    config: &str,
+    populate: impl FnOnce(&crate::harness::World),
+) -> Option<crate::harness::World> {
+    let image = match stub_image() {
+        Ok(image) => image,
+        Err(reason) => {
+            skip(&reason);
+            return None;
+        }
+    };
+    let world = crate::harness::World::for_vm();
+    populate(&world);
+    world.config(&format!(
+        "image = \"{STUB_IMAGE}\"\nacceleration = \"tcg\"\n{config}"
+    ));
+    install_stub_image(image, &world.path("cache"));
+    world.hand_over();
+    Some(world)
+}
+
 /// Makes the stub image visible as `test` in `cache` (a world's `XDG_CACHE_HOME`) through
 /// hard links (copies across file systems), so the world never touches the shared cache.
 pub fn install_stub_image(image: &Path, cache: &Path) {
