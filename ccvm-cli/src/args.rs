@@ -22,6 +22,8 @@ pub enum Action {
     Plugins,
     /// `--ccvm-plan`: print the launch plan as JSON, boot nothing.
     Plan,
+    /// `--ccvm-doctor`: every prerequisite, with fixes.
+    Doctor,
     /// `--ccvm-image ACTION …`: every word after it belongs to the image command.
     Image(Vec<String>),
     /// `--ccvm-vsock-proxy SOCKET PORT`: internal, the ssh ProxyCommand for vsock backends.
@@ -54,16 +56,13 @@ pub struct Invocation {
     pub forwarded: Vec<OsString>,
 }
 
-const MANAGEMENT: [(&str, Action); 4] = [
+const MANAGEMENT: [(&str, Action); 5] = [
     ("--ccvm-help", Action::Help),
+    ("--ccvm-doctor", Action::Doctor),
     ("--ccvm-version", Action::Version),
     ("--ccvm-plugins", Action::Plugins),
     ("--ccvm-plan", Action::Plan),
 ];
-
-/// Flags reserved for management actions that later versions add; named so that the error
-/// says "not yet" instead of "unknown".
-const RESERVED: [&str; 1] = ["--ccvm-doctor"];
 
 fn utf8_value(flag: &str, value: &OsStr) -> Result<String, Error> {
     value
@@ -153,11 +152,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             _ if text.starts_with("--ccvm-") => {
                 if let Some((_, new)) = MANAGEMENT.iter().find(|(flag, _)| *flag == text) {
                     set_action(new.clone(), text)?;
-                } else if RESERVED.contains(&text) {
-                    return Err(Error::Usage {
-                        message: format!("{text} is not available in this version of ccvm yet"),
-                        hint: Some("run `ccvm --ccvm-help` for what this version offers".into()),
-                    });
                 } else {
                     return Err(Error::usage(format!("unknown ccvm flag `{text}`")));
                 }

@@ -41,7 +41,8 @@ MANAGEMENT
     --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
     --ccvm-image remove NAME
                           delete an image
-    (--ccvm-doctor arrives in a later version)
+    --ccvm-doctor         check every prerequisite (QEMU, ssh, KVM, the image, image tools)
+                          and print a fix for each problem; exit 1 if a session cannot start
 
 CONFIGURATION (lowest layer first; later layers win)
     built-in defaults

@@ -38,7 +38,8 @@ struct RunDir {
 }
 
 impl RunDir {
-    fn create(path: &Path, keep: bool) -> Result<RunDir, Error> {
+    /// `scrub`: the API key variable, which the reaper has no use for.
+    fn create(path: &Path, keep: bool, scrub: &str) -> Result<RunDir, Error> {
         if let Some(parent) = path.parent() {
             seed::private_dir(parent, true)?;
         }
@@ -56,6 +57,7 @@ impl RunDir {
             let child = Command::new(exe)
                 .arg("--ccvm-reap")
                 .arg(path)
+                .env_remove(scrub)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
@@ -206,7 +208,11 @@ fn signal_status(signal: i32) -> u8 {
 pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error> {
     let debug = plan.config.debug;
     let stop = Stop::install()?;
-    let run_dir = RunDir::create(Path::new(&plan.run_dir), debug)?;
+    let run_dir = RunDir::create(
+        Path::new(&plan.run_dir),
+        debug,
+        &plan.session.api_key_variable,
+    )?;
     let seed_dir = Path::new(&plan.seed.dir);
     for warning in seed::write(seed_dir, &plan.seed.manifest, argv, &plan.seed.files)? {
         eprintln!("ccvm: warning: {warning}");
@@ -218,7 +224,11 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         })?;
     seed::generate_keys(&ssh_keygen, &run_dir.path, seed_dir)?;
 
-    let mut machine = Machine::start(&plan.machine, &run_dir.path)?;
+    let mut machine = Machine::start(
+        &plan.machine,
+        &run_dir.path,
+        &[plan.session.api_key_variable.as_str()],
+    )?;
     let mut progress = Progress {
         on: !debug && std::io::stderr().is_terminal(),
         started: Instant::now(),

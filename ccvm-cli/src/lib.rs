@@ -13,6 +13,7 @@
 pub mod accel;
 pub mod args;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod help;
 pub mod host;
@@ -62,6 +63,12 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
         Action::VsockProxy { socket, port } => vsock::proxy(&socket, port),
         Action::Reap(dir) => Ok(launch::reap(&dir)),
+        Action::Doctor => {
+            let config = config::load(env, &invocation.flags)?;
+            let (text, ready) = doctor::run(&config, env)?;
+            print(&text)?;
+            Ok(if ready { 0 } else { 1 })
+        }
         Action::Image(words) => match image::parse_command(&words)? {
             image::ImageCommand::Build(options) => image::build(&options, env).map(|_| 0),
             image::ImageCommand::List => print(&image::list(env)?),

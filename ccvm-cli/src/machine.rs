@@ -24,8 +24,8 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The guest agent's prefix for a setup failure it cannot recover from.
 const FATAL_PREFIX: &str = "ccvm-guest: fatal:";
 
-/// A process from a plan, set to die with ccvm.
-fn command(planned: &PlannedCommand, log: &Path) -> Result<Command, Error> {
+/// A process from a plan, set to die with ccvm, without the variables in `scrub`.
+fn command(planned: &PlannedCommand, log: &Path, scrub: &[&str]) -> Result<Command, Error> {
     let file = fs::File::create(log).map_err(|source| Error::Io {
         what: "cannot create",
         path: log.to_owned(),
@@ -42,6 +42,9 @@ fn command(planned: &PlannedCommand, log: &Path) -> Result<Command, Error> {
             source,
         })?)
         .stderr(file);
+    for name in scrub {
+        command.env_remove(name);
+    }
     die_with_parent(&mut command);
     Ok(command)
 }
@@ -84,8 +87,9 @@ pub struct Machine {
 
 impl Machine {
     /// Starts the helpers (waiting for each one's socket), then the hypervisor. Logs go to
-    /// `log_dir` (`<helper>.log`, `hypervisor.log`).
-    pub fn start(plan: &BackendPlan, log_dir: &Path) -> Result<Machine, Error> {
+    /// `log_dir` (`<helper>.log`, `hypervisor.log`). The variables named in `scrub` (the API
+    /// key's) are removed from their environment: only ssh needs them (S6.1).
+    pub fn start(plan: &BackendPlan, log_dir: &Path, scrub: &[&str]) -> Result<Machine, Error> {
         for stale in &plan.remove_before_start {
             let _ = fs::remove_file(stale);
         }
@@ -99,7 +103,7 @@ impl Machine {
         };
         for (index, helper) in plan.helpers.iter().enumerate() {
             let log = log_dir.join(format!("helper-{index}.log"));
-            let child = command(&helper.command, &log)?
+            let child = command(&helper.command, &log, scrub)?
                 .spawn()
                 .map_err(|e| Error::Host {
                     message: format!(
@@ -113,7 +117,7 @@ impl Machine {
                 machine.wait_for_socket(&helper.name, Path::new(socket), &log)?;
             }
         }
-        let child = command(&plan.hypervisor, &machine.hypervisor_log)?
+        let child = command(&plan.hypervisor, &machine.hypervisor_log, scrub)?
             .spawn()
             .map_err(|e| Error::Host {
                 message: format!(

@@ -152,7 +152,7 @@ fn boot_and_check(world: &World, backend: &str) -> Session {
     ccvm::seed::generate_keys(&ssh_keygen, &run_dir, &seed_dir).expect("keys");
 
     let started = Instant::now();
-    let mut machine = Machine::start(&machine_plan, &run_dir).expect("the hypervisor starts");
+    let mut machine = Machine::start(&machine_plan, &run_dir, &[]).expect("the hypervisor starts");
     let boot = machine
         .wait_ready(started + BOOT_LIMIT, |_| {}, || false)
         .expect("waiting for the guest");

@@ -122,3 +122,43 @@ fn api_key_value_never_appears_in_the_plan() {
     let ssh = plan["ssh"]["args"].to_string();
     assert!(ssh.contains("SendEnv=ANTHROPIC_API_KEY"), "{ssh}");
 }
+
+#[test]
+fn doctor_names_each_missing_prerequisite_with_a_fix_and_changes_nothing() {
+    let world = World::new();
+    let before = world.tree();
+    // Only the fake programs on PATH: QEMU is "there", ssh and the image tools are not.
+    let out = world
+        .ccvm()
+        .arg("--ccvm-doctor")
+        .env("PATH", world.path("bin"))
+        .env("CCVM_ALLOW_ROOT", "1")
+        .run();
+    assert_eq!(
+        out.code, 1,
+        "ssh is missing, so no session can start:\n{}",
+        out.stdout
+    );
+    let line = |what: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(what))
+            .unwrap_or_else(|| panic!("no {what} line:\n{}", out.stdout))
+            .to_owned()
+    };
+    assert!(
+        line("qemu-system-x86_64").starts_with("ok"),
+        "{}",
+        out.stdout
+    );
+    assert!(line("ssh").starts_with("FAIL") && line("ssh").contains("`openssh-client`"));
+    assert!(
+        line("mmdebstrap").starts_with("warn")
+            && line("mmdebstrap").contains("package `mmdebstrap`")
+    );
+    assert!(
+        line("guest").contains("not built") && line("guest").contains("ccvm --ccvm-image build")
+    );
+    assert!(out.stdout.ends_with("until every FAIL line is fixed.\n"));
+    assert_eq!(world.tree(), before, "the doctor wrote something");
+}

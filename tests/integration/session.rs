@@ -264,3 +264,134 @@ fn version_is_passed_through_to_the_real_claude_code_in_the_vm() {
     );
     assert_torn_down(&world);
 }
+
+/// Every process of the world with its command line and environment, read while it runs.
+fn world_processes(world: &World) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let marker = world.root.path().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(&marker) || String::from_utf8_lossy(&environ).contains(&marker) {
+            found.push((text, cmdline, environ));
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_api_key_reaches_the_agent_and_nothing_else() {
+    let Some(world) = world("") else { return };
+    let secret = "sk-ant-containment-check-8d1f";
+    let mut child = world
+        .ccvm()
+        .args(["--ccvm-debug", "--shell", "-c"])
+        .arg(
+            "echo \"agent-key-sha256=$(printf %s \"$ANTHROPIC_API_KEY\" | sha256sum | cut -d' ' -f1)\"; \
+             grep -c containment /proc/cmdline; sleep 4",
+        )
+        .env("ANTHROPIC_API_KEY", secret)
+        .spawn_quiet();
+    // While the session runs: only ccvm and ssh may hold the key, in their environment.
+    let deadline = std::time::Instant::now() + SESSION_LIMIT;
+    let mut seen_qemu = false;
+    while child.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline {
+        for (name, cmdline, environ) in world_processes(&world) {
+            assert!(
+                !contains(&cmdline, secret.as_bytes()),
+                "the key is in an argv: {name}"
+            );
+            let may_hold = name.contains("ccvm --ccvm-debug") || name.contains("ssh -F none -tt");
+            assert!(
+                may_hold || !contains(&environ, secret.as_bytes()),
+                "the key is in the environment of {name}"
+            );
+            seen_qemu |=
+                name.starts_with("/usr/bin/qemu-system") || name.contains("qemu-system-x86_64 ");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (output, in_time) = vm::output_within(child, Duration::from_secs(30));
+    assert!(in_time);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}\n{stdout}");
+    assert!(seen_qemu, "the hypervisor was never seen running");
+    let digest = format!("{:x}", sha2::Sha256::digest(secret.as_bytes()));
+    assert!(
+        stdout.contains(&format!("agent-key-sha256={digest}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim_end_matches('\r') == "0"),
+        "kernel command line: {stdout}"
+    );
+    // --ccvm-debug streamed the console and kept the scratch directory: scan all of it.
+    assert!(stderr.contains("ccvm-guest: ready"), "{stderr}");
+    let kept = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ccvm: debug: kept the scratch directory "))
+        .unwrap_or_else(|| panic!("no kept directory: {stderr}"));
+    let mut files = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(kept)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            if entry.file_type().expect("type").is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("seed/seed.json")),
+        "{files:?}"
+    );
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "the key was written to {}",
+            file.display()
+        );
+    }
+    std::fs::remove_dir_all(kept).expect("remove the kept directory");
+}
+
+#[test]
+fn two_sessions_at_once_on_q35_and_microvm_do_not_collide() {
+    let Some(world) = world("") else { return };
+    let start = |backend: &str, word: &str| {
+        world
+            .ccvm()
+            .args(["--backend", backend, "--read-only-cwd", "--shell", "-c"])
+            .arg(format!("echo {word} > shared.txt && cat shared.txt"))
+            .spawn_quiet()
+    };
+    let a = start("q35", "from-q35");
+    let b = start("microvm", "from-microvm");
+    for (child, word) in [(a, "from-q35"), (b, "from-microvm")] {
+        let (output, in_time) = vm::output_within(child, SESSION_LIMIT);
+        assert!(in_time, "{word}: did not finish");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{word}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(word), "{word}: {stdout}");
+    }
+    // Read-only sessions: the writes stayed in the guests.
+    assert!(!world.path("project/shared.txt").exists());
+    assert_torn_down(&world);
+}

@@ -1,0 +1,194 @@
+//! `ccvm --ccvm-doctor`: every prerequisite of a session and of an image build, each with
+//! what was found and, when something is wrong, the fix. Reads only; changes nothing.
+
+use std::path::Path;
+
+use crate::config::{Env, RunConfig};
+use crate::error::Error;
+use crate::{accel, image, plugins};
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    /// Works, with a caveat or only for some setups.
+    Warn,
+    /// A session with this configuration cannot start.
+    Fail,
+}
+
+struct Report {
+    lines: Vec<(Level, String, String)>,
+}
+
+impl Report {
+    fn add(&mut self, level: Level, what: &str, detail: String) {
+        self.lines.push((level, what.to_owned(), detail));
+    }
+
+    fn program(&mut self, env: &Env, name: &str, package: &str, why: &str, required: bool) {
+        match which::which_in(name, env.get("PATH"), "/") {
+            Ok(path) => self.add(Level::Ok, name, format!("{} ({why})", path.display())),
+            Err(_) => self.add(
+                if required { Level::Fail } else { Level::Warn },
+                name,
+                format!("not found ({why}); fix: install the Debian/Ubuntu package `{package}`"),
+            ),
+        }
+    }
+}
+
+/// Runs every check; the text and whether a session can start.
+pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
+    let mut report = Report { lines: Vec::new() };
+    let dirs = plugins::search_dirs(config, env);
+    let registry = plugins::Registry::discover(&dirs)?;
+    for warning in registry.warnings() {
+        report.add(Level::Warn, "plugins", warning);
+    }
+    match registry.backend(&config.backend) {
+        Ok(backend) => report.add(
+            Level::Ok,
+            "backend",
+            format!(
+                "`{}` {} ({})",
+                backend.name(),
+                backend.manifest.version,
+                backend.source
+            ),
+        ),
+        Err(e) => report.add(Level::Fail, "backend", format!("{e}")),
+    }
+
+    if nix::unistd::getuid().is_root() {
+        let allowed = env.get("CCVM_ALLOW_ROOT").is_some_and(|v| v == "1");
+        report.add(
+            if allowed { Level::Warn } else { Level::Fail },
+            "user",
+            "running as root; fix: run ccvm as your own user (CCVM_ALLOW_ROOT=1 overrides)"
+                .to_owned(),
+        );
+    }
+
+    let qemu = match std::env::consts::ARCH {
+        "aarch64" => ("qemu-system-aarch64", "qemu-system-arm"),
+        _ => ("qemu-system-x86_64", "qemu-system-x86"),
+    };
+    report.program(env, qemu.0, qemu.1, "the QEMU backends", true);
+    report.program(env, "ssh", "openssh-client", "the session channel", true);
+    report.program(env, "ssh-keygen", "openssh-client", "per-run keys", true);
+    report.program(
+        env,
+        "virtiofsd",
+        "virtiofsd (or `cargo install virtiofsd`)",
+        "only for share_transport = \"virtio-fs\"",
+        false,
+    );
+
+    let probe = accel::probe();
+    match accel::kvm_problem(&probe) {
+        None => report.add(Level::Ok, "acceleration", "KVM is usable".to_owned()),
+        Some(problem) => report.add(
+            Level::Warn,
+            "acceleration",
+            format!(
+                "KVM is not usable: {}; sessions run under TCG (slower); fix: {}",
+                problem.reason, problem.fix
+            ),
+        ),
+    }
+
+    let arch = std::env::consts::ARCH;
+    let dir = image::named_dir(env, &config.image, arch);
+    match std::fs::read_to_string(dir.join(image::MANIFEST_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<image::ImageManifest>(&t).ok())
+    {
+        Some(m) => report.add(
+            Level::Ok,
+            "guest image",
+            format!(
+                "`{}` for {arch}: Claude Code {}, kernel {} ({})",
+                config.image,
+                m.claude_code,
+                m.kernel_release,
+                dir.display()
+            ),
+        ),
+        None => report.add(
+            Level::Warn,
+            "guest image",
+            format!(
+                "`{}` for {arch} is not built ({}); ccvm builds it on first use, or now with \
+                 `ccvm --ccvm-image build`",
+                config.image,
+                dir.display()
+            ),
+        ),
+    }
+    for (name, package) in [
+        ("mmdebstrap", "mmdebstrap"),
+        ("tar2sqfs", "squashfs-tools-ng"),
+        ("xz", "xz-utils"),
+        ("npm", "npm"),
+    ] {
+        report.program(env, name, package, "building images", false);
+    }
+    match image::find_guest_agent(env, arch) {
+        Ok(path) => report.add(
+            Level::Ok,
+            "guest agent",
+            format!("{} (building images)", path.display()),
+        ),
+        Err(e) => report.add(
+            Level::Warn,
+            "guest agent",
+            format!("{e}; fix: {}", e.hint().unwrap_or_default()),
+        ),
+    }
+
+    let runtime = env.abs_path("XDG_RUNTIME_DIR");
+    match &runtime {
+        Some(dir) if is_writable_dir(dir) => {
+            report.add(Level::Ok, "scratch", format!("{}/ccvm", dir.display()))
+        }
+        Some(dir) => report.add(
+            Level::Fail,
+            "scratch",
+            format!(
+                "XDG_RUNTIME_DIR={} is not a writable directory; fix: unset it or correct it",
+                dir.display()
+            ),
+        ),
+        None => report.add(
+            Level::Ok,
+            "scratch",
+            format!(
+                "{} (XDG_RUNTIME_DIR is unset)",
+                std::env::temp_dir().display()
+            ),
+        ),
+    }
+
+    let mut out = String::new();
+    let mut ready = true;
+    for (level, what, detail) in &report.lines {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        ready &= *level != Level::Fail;
+        out.push_str(&format!("{tag}  {what:<14} {detail}\n"));
+    }
+    out.push_str(if ready {
+        "ccvm can start a session here.\n"
+    } else {
+        "ccvm cannot start a session here until every FAIL line is fixed.\n"
+    });
+    Ok((out, ready))
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
