@@ -224,6 +224,12 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         })?;
     seed::generate_keys(&ssh_keygen, &run_dir.path, seed_dir)?;
 
+    // `persist_claude_projects`: the host side of the share must exist before QEMU opens it.
+    for share in &plan.machine.shares {
+        if share.tag == crate::planner::PROJECTS_TAG {
+            seed::private_dir(Path::new(&share.host_path), true)?;
+        }
+    }
     let mut machine = Machine::start(
         &plan.machine,
         &run_dir.path,
@@ -310,6 +316,12 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = machine.wait_exit(POWEROFF_GRACE);
+    if debug {
+        // The console lines of the session and the power-off.
+        for line in machine.new_console_lines() {
+            eprintln!("{line}");
+        }
+    }
     machine.stop();
     match status.code() {
         // ssh's own failure: connection, authentication, host key.

@@ -202,12 +202,35 @@ fn check_capabilities(
             "set lock_guest_memory = false",
         ));
     }
+    if config.lock_guest_memory {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+            .ok()
+            .and_then(|(soft, _)| (soft != nix::sys::resource::RLIM_INFINITY).then_some(soft));
+        if let Some(warning) = memlock_warning(limit, config.memory_mib) {
+            diagnostics.push(Diagnostic::warning(warning));
+        }
+    }
     if config.hypervisor_sandbox && !caps.hypervisor_sandbox {
         diagnostics.push(Diagnostic::warning(format!(
             "backend `{backend}` has no hypervisor sandbox; hypervisor_sandbox has no effect"
         )));
     }
     Ok(())
+}
+
+/// The up-front warning for `lock_guest_memory` when `RLIMIT_MEMLOCK` (soft, in bytes; `None`
+/// = unlimited) cannot hold the guest's memory: QEMU would fail at start otherwise.
+pub fn memlock_warning(limit: Option<u64>, memory_mib: u32) -> Option<String> {
+    let needed = u64::from(memory_mib) << 20;
+    let limit = limit?;
+    (limit < needed).then(|| {
+        format!(
+            "lock_guest_memory needs RLIMIT_MEMLOCK of at least {memory_mib} MiB, but it is {} MiB; \
+             raise it (`ulimit -l unlimited`, or memlock in /etc/security/limits.conf) or the \
+             hypervisor will fail to start",
+            limit >> 20
+        )
+    })
 }
 
 fn policy_settings(name: &str, config: &RunConfig) -> Result<serde_json::Value, Error> {
@@ -599,4 +622,21 @@ pub fn plan(
         diagnostics,
         config: config.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_warning_only_when_the_limit_is_below_guest_memory() {
+        assert_eq!(memlock_warning(None, 4096), None, "unlimited");
+        assert_eq!(memlock_warning(Some(8 << 30), 4096), None);
+        let warning = memlock_warning(Some(8 << 20), 4096).expect("8 MiB < 4096 MiB");
+        assert!(
+            warning.contains("at least 4096 MiB, but it is 8 MiB"),
+            "{warning}"
+        );
+        assert!(warning.contains("ulimit -l"), "{warning}");
+    }
 }

@@ -156,10 +156,26 @@ fn share_mount(
     }
 }
 
-/// The project (read-write, or read-only lower + tmpfs upper, S5.1) and the other shares.
-fn mount_shares(manifest: &SeedManifest) -> Result<(), String> {
+/// `~/.claude/`: shares below it (`~/.claude/projects`) are mounted once that tmpfs exists.
+fn claude_dir(manifest: &SeedManifest) -> String {
+    format!("{}/.claude/", manifest.user.home.trim_end_matches('/'))
+}
+
+/// The project (read-write, or read-only lower + tmpfs upper, S5.1) and the other shares,
+/// those inside `~/.claude` (`inside_claude`) or the rest.
+fn mount_shares(manifest: &SeedManifest, inside_claude: bool) -> Result<(), String> {
     let user = &manifest.user;
+    let claude = claude_dir(manifest);
     for (index, share) in manifest.shares.iter().enumerate() {
+        if share.guest_path.starts_with(&claude) != inside_claude {
+            continue;
+        }
+        if inside_claude {
+            fs::create_dir_all(&share.guest_path)
+                .map_err(|e| format!("cannot create {}: {e}", share.guest_path))?;
+            std::os::unix::fs::chown(&share.guest_path, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("chown {}: {e}", share.guest_path))?;
+        }
         if share.read_only && share.guest_path == manifest.project_dir {
             mount_project_overlay(share, index, user.uid, user.gid)?;
         } else {
@@ -337,7 +353,7 @@ fn boot() -> Result<u32, String> {
     // The hostname must resolve (sudo insists); a HostsPins step rewrites this with its pins.
     setup::hosts(root, &[]).map_err(|e| e.to_string())?;
     network(&manifest.network)?;
-    mount_shares(&manifest)?;
+    mount_shares(&manifest, false)?;
 
     let left = setup::apply_steps(root, seed, &manifest).map_err(|e| e.to_string())?;
     for step in left {
@@ -367,6 +383,8 @@ fn boot() -> Result<u32, String> {
             other => return Err(format!("unexpected setup step {other:?}")),
         }
     }
+    // After the `~/.claude` tmpfs, so it does not hide them.
+    mount_shares(&manifest, true)?;
     setup::sshd(root, seed, &manifest).map_err(|e| e.to_string())?;
     prepare_session(&manifest)?;
     nix::mount::umount(SEED_DIR).map_err(|e| format!("cannot unmount the seed: {e}"))?;

@@ -403,3 +403,62 @@ fn q35_virtio_fs_read_only_boots_and_keeps_the_host_project_unchanged() {
         session.boot_seconds
     );
 }
+
+/// The same checks through the real launcher (`ccvm --shell -c …`), with `--ccvm-debug`
+/// streaming the console to stderr; plus `persist_claude_projects`: the share appears inside
+/// the fresh `~/.claude` and what the agent writes there lands on the host.
+#[test]
+fn ccvm_launch_applies_the_same_seed_and_persists_projects_when_asked() {
+    let Some(world) = prepared_world("writable_cwd = true\npersist_claude_projects = true\n")
+    else {
+        return;
+    };
+    let script = format!(
+        "echo kept > \"$HOME/.claude/projects/from-guest.jsonl\" && echo 'check: projects-write=ok'\n{CHECK_SCRIPT}"
+    );
+    let out = world
+        .ccvm()
+        .args(["--ccvm-debug", "--shell", "-c", &script])
+        .run_within(Duration::from_secs(240));
+    let kept = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ccvm: debug: kept the scratch directory "))
+        .unwrap_or_else(|| panic!("no kept directory: {}", out.stderr))
+        .to_owned();
+    fs::remove_dir_all(&kept).expect("remove the kept scratch directory");
+    let session = Session {
+        lines: out
+            .stdout
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect(),
+        status: Some(out.code),
+        boot_seconds: 0.0,
+        console: out.stderr.clone(),
+    };
+    common_assertions(&world, &session, false, "9p");
+    assert_eq!(session.value("projects-write"), "ok");
+    let persisted = world.home().join(".claude/projects/from-guest.jsonl");
+    assert_eq!(
+        fs::read_to_string(&persisted).expect("persisted on the host"),
+        "kept\n"
+    );
+    let claude_md = session.value("claude-md");
+    assert!(claude_md.contains("persist across sessions"), "{claude_md}");
+    let written = world.path("project/from-guest.txt");
+    assert_eq!(
+        fs::metadata(&written).expect("the guest's file").uid(),
+        host_uid(),
+        "owned by the host user"
+    );
+}
+
+/// The uid ccvm runs as in VM tests.
+fn host_uid() -> u32 {
+    if nix::unistd::getuid().is_root() {
+        vm::TEST_UID
+    } else {
+        nix::unistd::getuid().as_raw()
+    }
+}

@@ -87,25 +87,27 @@ fn start_long_session(world: &World, needle: &str) -> std::process::Child {
 }
 
 #[test]
-fn sigterm_during_boot_tears_down_without_a_boot_failure() {
+fn ctrl_c_or_sigterm_during_boot_tears_down_without_a_boot_failure() {
     let Some(world) = world("") else { return };
-    // The hypervisor is running; the guest needs seconds more to be ready.
-    let child = start_long_session(&world, "");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("kill");
-    let (output, in_time) = vm::output_within(child, Duration::from_secs(30));
-    assert!(in_time, "ccvm did not stop after SIGTERM");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(143), "{stderr}");
-    assert!(!stderr.contains("did not boot"), "{stderr}");
-    assert!(
-        !stderr.contains("error"),
-        "a requested stop is not an error: {stderr}"
-    );
-    assert_torn_down_within(&world, Duration::from_secs(10));
+    for (signal, status) in [
+        (nix::sys::signal::Signal::SIGINT, 130),
+        (nix::sys::signal::Signal::SIGTERM, 143),
+    ] {
+        // The hypervisor is running; the guest needs seconds more to be ready.
+        let child = start_long_session(&world, "");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .expect("kill");
+        let (output, in_time) = vm::output_within(child, Duration::from_secs(30));
+        assert!(in_time, "ccvm did not stop after {signal}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{signal}: {stderr}");
+        assert!(!stderr.contains("did not boot"), "{stderr}");
+        assert!(
+            !stderr.contains("error"),
+            "a requested stop is not an error: {stderr}"
+        );
+        assert_torn_down_within(&world, Duration::from_secs(10));
+    }
 }
 
 #[test]
@@ -393,5 +395,23 @@ fn two_sessions_at_once_on_q35_and_microvm_do_not_collide() {
     }
     // Read-only sessions: the writes stayed in the guests.
     assert!(!world.path("project/shared.txt").exists());
+    assert_torn_down(&world);
+}
+
+#[test]
+fn a_bad_config_value_fails_before_anything_starts() {
+    let Some(world) = world("memory_mib = \"lots\"\n") else {
+        return;
+    };
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", "true"])
+        .run_within(SESSION_LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.error_line().contains("memory_mib"), "{}", out.stderr);
+    assert!(
+        !world.path("runtime/ccvm").exists(),
+        "nothing may be created"
+    );
     assert_torn_down(&world);
 }
