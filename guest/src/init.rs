@@ -373,12 +373,12 @@ fn boot() -> Result<u32, String> {
                 setup::claude_home(root, seed, seed_dir, &manifest.user)
                     .map_err(|e| e.to_string())?;
             }
-            SetupStep::Firewall(_) => {
-                // Fail closed: an allowlist this agent cannot enforce must not boot open.
-                return Err(
-                    "the seed asks for an egress filter, which this guest agent cannot install yet"
-                        .to_owned(),
-                );
+            SetupStep::Firewall(rules) => {
+                let gateway = match &manifest.network {
+                    NetworkAttachment::UserMode { gateway, .. } => Some(gateway.as_str()),
+                    NetworkAttachment::None => None,
+                };
+                crate::firewall::install_or_close(rules, gateway);
             }
             other => return Err(format!("unexpected setup step {other:?}")),
         }

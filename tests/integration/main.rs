@@ -5,6 +5,7 @@
 //! The plugin libraries come from `cargo build --workspace`, which the README's test command
 //! runs first; a missing library fails the test with that instruction.
 
+mod egress;
 mod harness;
 mod vm;
 

@@ -1,0 +1,147 @@
+//! The egress allowlist enforced in a real guest (S7), probed against services the test runs
+//! on the host's loopback, which slirp's gateway `10.0.2.2` reaches. Every "blocked" is told
+//! apart from "nothing listening": the same kind of service answers on an allowed path in the
+//! same run, and the blocked one is checked to answer from the host.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use crate::harness::World;
+use crate::vm;
+
+/// A TCP service on 127.0.0.1 that answers `open` to every connection.
+fn tcp_service() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(b"open\n");
+        }
+    });
+    port
+}
+
+fn answers_from_the_host(port: u16) -> bool {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text == "open\n"
+}
+
+const PROBES: &str = r#"
+probe() { r=$(timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2 && head -c4 <&3" 2>/dev/null); echo "probe $1:$2=${r:-blocked}"; }
+for target in $PROBE_TARGETS; do probe ${target%:*} ${target#*:}; done
+echo datagram > /dev/udp/10.0.2.2/$UDP_PORT 2>/dev/null; echo "udp sent"
+if nft flush ruleset 2>/dev/null; then echo "flush=done"; else echo "flush=refused"; fi
+if sudo -n true 2>/dev/null; then echo "sudo=yes"; else echo "sudo=no"; fi
+if echo "1.2.3.4 evil" >> /etc/hosts 2>/dev/null; then echo "hosts=written"; else echo "hosts=refused"; fi
+grep -o 'Reachable over TCP: .*' "$HOME/.claude/CLAUDE.md"
+"#;
+
+fn session(world: &World, targets: &str, udp_port: u16) -> String {
+    let script = format!("PROBE_TARGETS='{targets}'; UDP_PORT={udp_port}\n{PROBES}");
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", &script])
+        .run_within(Duration::from_secs(240));
+    assert_eq!(
+        out.code, 0,
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    out.stdout.replace('\r', "")
+}
+
+#[test]
+fn allowlisted_port_answers_everything_else_is_blocked_and_the_agent_cannot_lift_it() {
+    let (allowed, other) = (tcp_service(), tcp_service());
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let udp_port = udp.local_addr().expect("addr").port();
+    let config =
+        format!("[egress]\nallowlist = [\"localhost\", \"10.0.2.2\"]\nports = [{allowed}]\n");
+    let Some(world) = vm::stub_world(&config, |_| {}) else {
+        return;
+    };
+
+    let out = session(
+        &world,
+        &format!("10.0.2.2:{allowed} 10.0.2.2:{other}"),
+        udp_port,
+    );
+    assert!(
+        out.contains(&format!("probe 10.0.2.2:{allowed}=open")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("probe 10.0.2.2:{other}=blocked")),
+        "{out}"
+    );
+    assert!(
+        answers_from_the_host(other),
+        "the blocked service does answer from the host"
+    );
+    let mut buffer = [0u8; 64];
+    assert!(
+        udp.recv_from(&mut buffer).is_err(),
+        "a UDP datagram left the guest"
+    );
+    assert!(out.contains("flush=refused"), "{out}");
+    assert!(
+        out.contains("sudo=no"),
+        "an allowlist drops the agent's root: {out}"
+    );
+    assert!(out.contains("hosts=refused"), "{out}");
+    assert!(
+        out.contains("Reachable over TCP: 10.0.2.2 (ports "),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_host_gateway_is_blocked_unless_listed() {
+    let service = tcp_service();
+    let config = format!("[egress]\nallowlist = [\"localhost\"]\nports = [{service}]\n");
+    let Some(world) = vm::stub_world(&config, |_| {}) else {
+        return;
+    };
+    let out = session(&world, &format!("10.0.2.2:{service}"), 9);
+    assert!(
+        out.contains(&format!("probe 10.0.2.2:{service}=blocked")),
+        "{out}"
+    );
+    assert!(
+        answers_from_the_host(service),
+        "the service answers from the host"
+    );
+    assert!(
+        !out.contains("10.0.2.2 (ports"),
+        "the header must not list it: {out}"
+    );
+}
+
+#[test]
+fn an_allowlist_that_resolves_to_nothing_is_refused_before_boot() {
+    let Some(world) = vm::stub_world("[egress]\nallowlist = [\"no-such-host.invalid\"]\n", |_| {})
+    else {
+        return;
+    };
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", "true"])
+        .run_within(Duration::from_secs(60));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("none of the egress allowlist's names resolved"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !world.path("runtime/ccvm").exists(),
+        "nothing may be started"
+    );
+}
