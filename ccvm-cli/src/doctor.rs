@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::config::{Env, RunConfig};
 use crate::error::Error;
-use crate::{accel, image, plugins};
+use crate::{accel, image, planner, plugins};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,35 +46,57 @@ pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
     for warning in registry.warnings() {
         report.add(Level::Warn, "plugins", warning);
     }
-    match registry.backend(&config.backend) {
-        Ok(backend) => report.add(
-            Level::Ok,
+    // The backend itself says what its machine needs (S3.4): plan a session and report the
+    // programs it would run, or why it cannot.
+    match planner::plan(config, &registry, env, &[], accel::probe) {
+        Ok(plan) => {
+            report.add(
+                Level::Ok,
+                "backend",
+                format!(
+                    "`{}` {} ({})",
+                    plan.backend.name, plan.backend.version, plan.backend.source
+                ),
+            );
+            let helpers = plan.machine.helpers.iter().map(|h| &h.command);
+            for command in std::iter::once(&plan.machine.hypervisor).chain(helpers) {
+                let name = Path::new(&command.program)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                report.add(
+                    Level::Ok,
+                    &name,
+                    format!("{} (backend `{}`)", command.program, plan.backend.name),
+                );
+            }
+        }
+        Err(e) => report.add(
+            Level::Fail,
             "backend",
             format!(
-                "`{}` {} ({})",
-                backend.name(),
-                backend.manifest.version,
-                backend.source
+                "`{}` cannot start a session: {e}; fix: {}",
+                config.backend,
+                e.hint().unwrap_or_default()
             ),
         ),
-        Err(e) => report.add(Level::Fail, "backend", format!("{e}")),
     }
 
-    if nix::unistd::getuid().is_root() {
-        let allowed = env.get("CCVM_ALLOW_ROOT").is_some_and(|v| v == "1");
-        report.add(
-            if allowed { Level::Warn } else { Level::Fail },
+    match crate::refuse_root(env) {
+        Err(e) => report.add(
+            Level::Fail,
             "user",
-            "running as root; fix: run ccvm as your own user (CCVM_ALLOW_ROOT=1 overrides)"
+            format!("{e}; fix: {}", e.hint().unwrap_or_default()),
+        ),
+        Ok(()) if nix::unistd::getuid().is_root() => report.add(
+            Level::Warn,
+            "user",
+            "running as root because CCVM_ALLOW_ROOT=1; files the agent creates may be root-owned"
                 .to_owned(),
-        );
+        ),
+        Ok(()) => {}
     }
 
-    let qemu = match std::env::consts::ARCH {
-        "aarch64" => ("qemu-system-aarch64", "qemu-system-arm"),
-        _ => ("qemu-system-x86_64", "qemu-system-x86"),
-    };
-    report.program(env, qemu.0, qemu.1, "the QEMU backends", true);
     report.program(env, "ssh", "openssh-client", "the session channel", true);
     report.program(env, "ssh-keygen", "openssh-client", "per-run keys", true);
     report.program(

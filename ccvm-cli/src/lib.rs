@@ -84,11 +84,7 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
             let plan = planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
-            for diagnostic in &plan.diagnostics {
-                if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Warning {
-                    eprintln!("ccvm: warning: {}", diagnostic.message);
-                }
-            }
+            print_warnings(&plan);
             let json = serde_json::to_string_pretty(&plan).map_err(|e| Error::Host {
                 message: format!("cannot encode the plan: {e}"),
                 hint: None,
@@ -105,18 +101,22 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
                 build_missing_image(&plan, env)?;
                 plan = planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
             }
-            for diagnostic in &plan.diagnostics {
-                if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Warning {
-                    eprintln!("ccvm: warning: {}", diagnostic.message);
-                }
-            }
+            print_warnings(&plan);
             launch::run(&plan, &invocation.forwarded, env)
         }
     }
 }
 
+fn print_warnings(plan: &planner::LaunchPlan) {
+    for diagnostic in &plan.diagnostics {
+        if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Warning {
+            eprintln!("ccvm: warning: {}", diagnostic.message);
+        }
+    }
+}
+
 /// S11.3: a passthrough share would let the guest create root-owned or setuid files.
-fn refuse_root(env: &Env) -> Result<(), Error> {
+pub(crate) fn refuse_root(env: &Env) -> Result<(), Error> {
     let allowed = env.get("CCVM_ALLOW_ROOT").is_some_and(|v| v == "1");
     if nix::unistd::getuid().is_root() && !allowed {
         return Err(Error::Host {

@@ -6,7 +6,7 @@
 //! started when dropped, so every exit path tears the VM down.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -80,8 +80,8 @@ pub struct Machine {
     helpers: Vec<(String, Child)>,
     console_log: PathBuf,
     hypervisor_log: PathBuf,
-    /// How far the console has been read.
-    console_offset: u64,
+    /// The console log, open once the hypervisor has created it.
+    console: Option<fs::File>,
     console_partial: String,
 }
 
@@ -98,7 +98,7 @@ impl Machine {
             helpers: Vec::new(),
             console_log: PathBuf::from(&plan.console.log_path),
             hypervisor_log: log_dir.join("hypervisor.log"),
-            console_offset: 0,
+            console: None,
             console_partial: String::new(),
         };
         for (index, helper) in plan.helpers.iter().enumerate() {
@@ -158,18 +158,19 @@ impl Machine {
         Ok(())
     }
 
-    /// New complete console lines since the last call.
+    /// New complete console lines since the last call. The log is opened once it exists and
+    /// then read on from where the last call stopped.
     pub fn new_console_lines(&mut self) -> Vec<String> {
-        let Ok(mut file) = fs::File::open(&self.console_log) else {
+        if self.console.is_none() {
+            self.console = fs::File::open(&self.console_log).ok();
+        }
+        let Some(file) = self.console.as_mut() else {
             return Vec::new();
         };
         let mut bytes = Vec::new();
-        if file.seek(SeekFrom::Start(self.console_offset)).is_err()
-            || file.read_to_end(&mut bytes).is_err()
-        {
+        if file.read_to_end(&mut bytes).is_err() {
             return Vec::new();
         }
-        self.console_offset += bytes.len() as u64;
         self.console_partial
             .push_str(&String::from_utf8_lossy(&bytes));
         let mut lines = Vec::new();

@@ -1,7 +1,8 @@
 //! The guest agent and the stub image, booted with QEMU under TCG straight from the test:
 //! the plan comes from `ccvm --ccvm-plan`, the seed and keys from ccvm's library, and the test
 //! starts the hypervisor itself, waits for the ready marker and logs in over ssh. (The full
-//! `ccvm` launch is tested separately.)
+//! `ccvm` launch is tested separately.) Covers S5.1–S5.6 (shares, staging, sanitizing,
+//! CLAUDE.md), S6.3 (sshd forced command), S10.1 (overlay root) and S10.4 (hardening).
 
 use std::ffi::OsString;
 use std::fs;
@@ -219,20 +220,12 @@ fn boot_and_check(world: &World, backend: &str) -> Session {
 }
 
 fn common_assertions(world: &World, session: &Session, read_only: bool, fstype: &str) {
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+    let uid = host_uid();
+    let name = nix::unistd::User::from_uid(uid.into())
         .ok()
-        .flatten();
-    let uid = if nix::unistd::getuid().is_root() {
-        vm::TEST_UID
-    } else {
-        nix::unistd::getuid().as_raw()
-    };
-    let name = if nix::unistd::getuid().is_root() {
-        vm::TEST_USER.to_owned()
-    } else {
-        user.map(|u| u.name)
-            .expect("a passwd entry for the test user")
-    };
+        .flatten()
+        .map(|u| u.name)
+        .expect("a passwd entry for the test user");
     let project = fs::canonicalize(world.path("project")).expect("project");
     let home = world.home();
     assert_eq!(
@@ -364,14 +357,9 @@ fn microvm_9p_read_write_boots_applies_the_seed_and_powers_off() {
         fs::read_to_string(&written).expect("the guest's file is on the host"),
         "from-guest\n"
     );
-    let uid = if nix::unistd::getuid().is_root() {
-        vm::TEST_UID
-    } else {
-        nix::unistd::getuid().as_raw()
-    };
     assert_eq!(
         fs::metadata(&written).expect("metadata").uid(),
-        uid,
+        host_uid(),
         "owned by the host user"
     );
     eprintln!(
@@ -420,13 +408,8 @@ fn ccvm_launch_applies_the_same_seed_and_persists_projects_when_asked() {
         .ccvm()
         .args(["--ccvm-debug", "--shell", "-c", &script])
         .run_within(Duration::from_secs(240));
-    let kept = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("ccvm: debug: kept the scratch directory "))
-        .unwrap_or_else(|| panic!("no kept directory: {}", out.stderr))
-        .to_owned();
-    fs::remove_dir_all(&kept).expect("remove the kept scratch directory");
+    fs::remove_dir_all(vm::kept_scratch_dir(&out.stderr))
+        .expect("remove the kept scratch directory");
     let session = Session {
         lines: out
             .stdout

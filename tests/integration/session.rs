@@ -1,5 +1,7 @@
 //! End-to-end sessions through the real `ccvm` binary: it plans, writes the seed, boots the
-//! stub image under TCG, runs the session over ssh and tears everything down.
+//! stub image under TCG, runs the session over ssh and tears everything down. Covers S1.2
+//! (argv verbatim), S1.5 (`--shell`), S6.1 (the API key only in the session), S11.1 (teardown
+//! on every path) and S11.2 (concurrent sessions); the S11.3 root refusal is in `cli.rs`.
 
 use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
@@ -339,12 +341,9 @@ fn the_api_key_reaches_the_agent_and_nothing_else() {
     );
     // --ccvm-debug streamed the console and kept the scratch directory: scan all of it.
     assert!(stderr.contains("ccvm-guest: ready"), "{stderr}");
-    let kept = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("ccvm: debug: kept the scratch directory "))
-        .unwrap_or_else(|| panic!("no kept directory: {stderr}"));
+    let kept = vm::kept_scratch_dir(&stderr);
     let mut files = Vec::new();
-    let mut stack = vec![std::path::PathBuf::from(kept)];
+    let mut stack = vec![kept.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
             if entry.file_type().expect("type").is_dir() {
@@ -366,7 +365,7 @@ fn the_api_key_reaches_the_agent_and_nothing_else() {
             file.display()
         );
     }
-    std::fs::remove_dir_all(kept).expect("remove the kept directory");
+    std::fs::remove_dir_all(&kept).expect("remove the kept directory");
 }
 
 #[test]

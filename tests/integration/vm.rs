@@ -6,6 +6,7 @@
 //! key). When something is missing the test prints why and passes without booting, unless
 //! `CCVM_REQUIRE_VM_TESTS=1` (set by the README's test command) turns that into a failure.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -165,9 +166,30 @@ pub fn install_image(image: &Path, cache: &Path, name: &str) {
     .expect("symlink");
 }
 
+/// The scratch directory `ccvm --ccvm-debug` says it kept.
+pub fn kept_scratch_dir(stderr: &str) -> PathBuf {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ccvm: debug: kept the scratch directory "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("ccvm named no kept scratch directory:\n{stderr}"))
+}
+
 /// Waits for `child` at most `limit`, killing it when the limit passes; returns its output
-/// and whether it finished in time.
+/// and whether it finished in time. The pipes are drained while waiting, so a chatty child
+/// (`--ccvm-debug` streams the console) cannot block on a full pipe.
 pub fn output_within(mut child: Child, limit: Duration) -> (Output, bool) {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
     let mut in_time = true;
     while child.try_wait().expect("try_wait").is_none() {
@@ -178,5 +200,11 @@ pub fn output_within(mut child: Child, limit: Duration) -> (Output, bool) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child.wait_with_output().expect("collect output"), in_time)
+    let status = child.wait().expect("wait");
+    let output = Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    (output, in_time)
 }

@@ -431,34 +431,39 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
     progress(3, total, "kernel and initramfs");
     let extracted = work.join("extract");
     fs::create_dir_all(&extracted).map_err(io("cannot create", &extracted))?;
-    run_step(
-        Command::new(&tar)
+    // `tar -xf root.tar -C extract MEMBERS…`
+    let extract = |members: &mut dyn Iterator<Item = String>| {
+        let mut command = Command::new(&tar);
+        command
             .arg("-xf")
             .arg(&root_tar)
             .arg("-C")
             .arg(&extracted)
-            .args([
+            .args(members);
+        command
+    };
+    run_step(
+        &mut extract(
+            &mut [
                 "--wildcards",
                 "./boot/vmlinuz-*",
                 "./usr/lib/modules/*/modules.*",
                 "./var/lib/dpkg/status",
-            ]),
+            ]
+            .into_iter()
+            .map(str::to_owned),
+        ),
         &logs.join("extract.log"),
         "reading the root filesystem",
         "the kernel package may be missing from the recipe",
     )?;
     let (release, modules) = kernel::initramfs_modules(&extracted)?;
     run_step(
-        Command::new(&tar)
-            .arg("-xf")
-            .arg(&root_tar)
-            .arg("-C")
-            .arg(&extracted)
-            .args(
-                modules
-                    .iter()
-                    .map(|m| format!("./usr/lib/modules/{release}/{m}")),
-            ),
+        &mut extract(
+            &mut modules
+                .iter()
+                .map(|m| format!("./usr/lib/modules/{release}/{m}")),
+        ),
         &logs.join("extract-modules.log"),
         "extracting kernel modules",
         "the kernel package may lack a module ccvm needs",
