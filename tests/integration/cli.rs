@@ -162,3 +162,31 @@ fn doctor_names_each_missing_prerequisite_with_a_fix_and_changes_nothing() {
     assert!(out.stdout.ends_with("until every FAIL line is fixed.\n"));
     assert_eq!(world.tree(), before, "the doctor wrote something");
 }
+
+#[test]
+fn a_session_as_root_is_refused_unless_allowed() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: the root refusal (S11.3) needs the tests to run as root");
+        return;
+    }
+    let world = World::new();
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", "true"])
+        .run()
+        .expect_code(1);
+    assert!(
+        out.error_line().contains("refuses to run as root"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.hint_line().contains("CCVM_ALLOW_ROOT=1"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !world.path("runtime/ccvm").exists(),
+        "nothing may be started"
+    );
+}

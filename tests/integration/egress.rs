@@ -37,7 +37,7 @@ echo datagram > /dev/udp/10.0.2.2/$UDP_PORT 2>/dev/null; echo "udp sent"
 if nft flush ruleset 2>/dev/null; then echo "flush=done"; else echo "flush=refused"; fi
 if sudo -n true 2>/dev/null; then echo "sudo=yes"; else echo "sudo=no"; fi
 if echo "1.2.3.4 evil" >> /etc/hosts 2>/dev/null; then echo "hosts=written"; else echo "hosts=refused"; fi
-grep -o 'Reachable over TCP: .*' "$HOME/.claude/CLAUDE.md"
+grep -o 'Reachable over TCP: .*' "$HOME/.claude/CLAUDE.md" || echo 'no allowlist header'
 "#;
 
 fn session(world: &World, targets: &str, udp_port: u16) -> String {
@@ -144,4 +144,22 @@ fn an_allowlist_that_resolves_to_nothing_is_refused_before_boot() {
         !world.path("runtime/ccvm").exists(),
         "nothing may be started"
     );
+}
+
+/// The control for the UDP probe above: with open egress the same datagram does reach the
+/// host, so "nothing received" there means blocked, not "slirp drops UDP anyway".
+#[test]
+fn without_an_allowlist_the_same_datagram_reaches_the_host() {
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    udp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let udp_port = udp.local_addr().expect("addr").port();
+    let Some(world) = vm::stub_world("", |_| {}) else {
+        return;
+    };
+    let out = session(&world, "", udp_port);
+    assert!(out.contains("udp sent"), "{out}");
+    let mut buffer = [0u8; 64];
+    let (length, _) = udp.recv_from(&mut buffer).expect("the datagram arrives");
+    assert_eq!(&buffer[..length], b"datagram\n");
 }
