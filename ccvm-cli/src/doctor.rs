@@ -1,11 +1,16 @@
 //! `ccvm --ccvm-doctor`: every prerequisite of a session and of an image build, each with
-//! what was found and, when something is wrong, the fix. Reads only; changes nothing.
+//! what was found and, when something is wrong, the fix; with destinations, whether a session
+//! could reach each through the egress filter and why not. Reads only; changes nothing.
 
+use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::Path;
+
+use ccvm_plugin_api::{NetworkAttachment, SetupStep};
 
 use crate::config::{Env, RunConfig};
 use crate::error::Error;
-use crate::{accel, image, planner, plugins};
+use crate::{accel, host, image, planner, plugins, reach};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +20,8 @@ enum Level {
     Warn,
     /// A session with this configuration cannot start.
     Fail,
+    /// A destination the egress filter would block (the session itself can start).
+    Denied,
 }
 
 struct Report {
@@ -38,8 +45,25 @@ impl Report {
     }
 }
 
-/// Runs every check; the text and whether a session can start.
-pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
+/// Runs every check, then explains each destination; the text and whether a session can
+/// start.
+pub fn run(
+    config: &RunConfig,
+    env: &Env,
+    destinations: &[OsString],
+) -> Result<(String, bool), Error> {
+    let destinations = destinations
+        .iter()
+        .filter(|d| d.as_os_str() != "--")
+        .map(|d| {
+            let text = d.to_str().ok_or_else(|| {
+                Error::usage(format!(
+                    "--ccvm-doctor: the destination {d:?} is not valid UTF-8"
+                ))
+            })?;
+            reach::parse(text).map_err(|e| Error::usage(format!("--ccvm-doctor: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut report = Report { lines: Vec::new() };
     let dirs = plugins::search_dirs(config, env);
     let registry = plugins::Registry::discover(&dirs)?;
@@ -48,7 +72,8 @@ pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
     }
     // The backend itself says what its machine needs (S3.4): plan a session and report the
     // programs it would run, or why it cannot.
-    match planner::plan(config, &registry, env, &[], accel::probe) {
+    let planned = planner::plan(config, &registry, env, &[], accel::probe);
+    match &planned {
         Ok(plan) => {
             report.add(
                 Level::Ok,
@@ -192,6 +217,10 @@ pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
         ),
     }
 
+    if !destinations.is_empty() {
+        explain_destinations(&mut report, planned.as_ref().ok(), &destinations, env);
+    }
+
     let mut out = String::new();
     let mut ready = true;
     for (level, what, detail) in &report.lines {
@@ -199,6 +228,7 @@ pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
             Level::Ok => "ok  ",
             Level::Warn => "warn",
             Level::Fail => "FAIL",
+            Level::Denied => "deny",
         };
         ready &= *level != Level::Fail;
         out.push_str(&format!("{tag}  {what:<14} {detail}\n"));
@@ -209,6 +239,68 @@ pub fn run(config: &RunConfig, env: &Env) -> Result<(String, bool), Error> {
         "ccvm cannot start a session here until every FAIL line is fixed.\n"
     });
     Ok((out, ready))
+}
+
+/// One line per destination: reachable or denied, and why, from the filter the plan holds.
+fn explain_destinations(
+    report: &mut Report,
+    plan: Option<&planner::LaunchPlan>,
+    destinations: &[reach::Destination],
+    env: &Env,
+) {
+    let Some(plan) = plan else {
+        for destination in destinations {
+            report.add(
+                Level::Warn,
+                &destination.text,
+                "cannot tell: no session can be planned (see the backend line)".to_owned(),
+            );
+        }
+        return;
+    };
+    let rules = plan.setup_steps.iter().find_map(|step| match step {
+        SetupStep::Firewall(rules) => Some(rules),
+        _ => None,
+    });
+    let guest_network = !matches!(plan.seed.manifest.network, NetworkAttachment::None);
+    let config_file = crate::config::config_files(env)
+        .last()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let names: Vec<&String> = destinations
+        .iter()
+        .filter(|d| d.host.parse::<IpAddr>().is_err())
+        .map(|d| &d.host)
+        .collect();
+    let resolved = host::resolve_all(&names);
+    report.add(
+        Level::Ok,
+        "egress",
+        match rules {
+            Some(rules) => format!(
+                "locked to an allowlist ({} address rules); names are resolved on this host now, \
+                 as a launch would",
+                rules.allow.len()
+            ),
+            None => "open: egress.allowlist is empty".to_owned(),
+        },
+    );
+    for destination in destinations {
+        let addresses = match destination.host.parse::<IpAddr>() {
+            Ok(address) => vec![address],
+            Err(_) => resolved.get(&destination.host).cloned().unwrap_or_default(),
+        };
+        let verdict = reach::explain(destination, &addresses, rules, guest_network, &config_file);
+        report.add(
+            if verdict.reachable {
+                Level::Ok
+            } else {
+                Level::Denied
+            },
+            &destination.text,
+            verdict.explanation,
+        );
+    }
 }
 
 fn is_writable_dir(dir: &Path) -> bool {

@@ -41,8 +41,10 @@ MANAGEMENT
     --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
     --ccvm-image remove NAME
                           delete an image
-    --ccvm-doctor         check every prerequisite (QEMU, ssh, KVM, the image, image tools)
-                          and print a fix for each problem; exit 1 if a session cannot start
+    --ccvm-doctor [DEST…] check every prerequisite (QEMU, ssh, KVM, the image, image tools)
+                          and print a fix for each problem; exit 1 if a session cannot start.
+                          Each DEST (host, host:port, [v6]:port or a URL) is checked against
+                          the egress allowlist: reachable, or why not and what to change
 
 CONFIGURATION (lowest layer first; later layers win)
     built-in defaults

@@ -119,7 +119,7 @@ fn find_program(program: &str, path_var: Option<&std::ffi::OsStr>) -> Option<Str
 
 /// Resolves names in parallel, bounded by [`RESOLVE_TIMEOUT`] in total; a name that has not
 /// answered by then counts as unresolved.
-fn resolve_all(names: &[&String]) -> BTreeMap<String, Vec<IpAddr>> {
+pub fn resolve_all(names: &[&String]) -> BTreeMap<String, Vec<IpAddr>> {
     let (tx, rx) = mpsc::channel();
     for name in names {
         let name = (*name).clone();

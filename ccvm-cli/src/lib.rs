@@ -22,6 +22,7 @@ pub mod launch;
 pub mod machine;
 pub mod planner;
 pub mod plugins;
+pub mod reach;
 pub mod seed;
 pub mod vsock;
 
@@ -65,7 +66,7 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Reap(dir) => Ok(launch::reap(&dir)),
         Action::Doctor => {
             let config = config::load(env, &invocation.flags)?;
-            let (text, ready) = doctor::run(&config, env)?;
+            let (text, ready) = doctor::run(&config, env, &invocation.forwarded)?;
             print(&text)?;
             Ok(if ready { 0 } else { 1 })
         }

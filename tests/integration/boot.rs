@@ -85,15 +85,15 @@ fn populate(world: &World) {
     fs::write(world.path("project/hello.txt"), "hello from the host\n").expect("write");
 }
 
-struct Session {
-    lines: Vec<String>,
-    status: Option<i32>,
-    boot_seconds: f64,
-    console: String,
+pub struct Session {
+    pub lines: Vec<String>,
+    pub status: Option<i32>,
+    pub boot_seconds: f64,
+    pub console: String,
 }
 
 impl Session {
-    fn check(&self, key: &str) -> Vec<&str> {
+    pub fn check(&self, key: &str) -> Vec<&str> {
         let prefix = format!("check: {key}");
         self.lines
             .iter()
@@ -101,7 +101,7 @@ impl Session {
             .collect()
     }
 
-    fn value(&self, key: &str) -> &str {
+    pub fn value(&self, key: &str) -> &str {
         let found = self.check(&format!("{key}="));
         assert_eq!(
             found.len(),
@@ -124,29 +124,35 @@ fn json_field<T: serde::de::DeserializeOwned>(plan: &serde_json::Value, pointer:
 
 /// Plans with `ccvm`, writes the seed, boots, runs the check script over ssh.
 fn boot_and_check(world: &World, backend: &str) -> Session {
+    boot_session(world, backend, CHECK_SCRIPT, |_| {})
+}
+
+/// Plans a `--shell -c SCRIPT` session with `ccvm`, lets `tamper` change the seed manifest
+/// (to provoke failures no configuration can), writes the seed, boots the stub image and runs
+/// the script over ssh. The script must print at least one `check: ` line.
+pub fn boot_session(
+    world: &World,
+    backend: &str,
+    script: &str,
+    tamper: impl FnOnce(&mut SeedManifest),
+) -> Session {
     let outcome = world
         .ccvm()
-        .args([
-            "--ccvm-plan",
-            "--backend",
-            backend,
-            "--shell",
-            "-c",
-            CHECK_SCRIPT,
-        ])
+        .args(["--ccvm-plan", "--backend", backend, "--shell", "-c", script])
         .env("CCVM_ACCEL", "tcg")
         .run()
         .expect_code(0);
     let plan = outcome.json();
     let run_dir = Path::new(plan["run_dir"].as_str().expect("run_dir")).to_owned();
-    let manifest: SeedManifest = json_field(&plan, "/seed/manifest");
+    let mut manifest: SeedManifest = json_field(&plan, "/seed/manifest");
+    tamper(&mut manifest);
     let files: Vec<SeedFile> = json_field(&plan, "/seed/files");
     let machine_plan: BackendPlan = json_field(&plan, "/machine");
     let ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
 
     fs::create_dir_all(&run_dir).expect("run dir");
     let seed_dir = run_dir.join("seed");
-    let argv = [OsString::from("-c"), OsString::from(CHECK_SCRIPT)];
+    let argv = [OsString::from("-c"), OsString::from(script)];
     let warnings = ccvm::seed::write(&seed_dir, &manifest, &argv, &files).expect("seed written");
     assert!(warnings.is_empty(), "{warnings:?}");
     let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");

@@ -163,6 +163,81 @@ fn doctor_names_each_missing_prerequisite_with_a_fix_and_changes_nothing() {
     assert_eq!(world.tree(), before, "the doctor wrote something");
 }
 
+/// `--ccvm-doctor DESTINATION…` explains, from the filter the egress policy plans, whether a
+/// session could reach each destination and what to change if not (S7).
+#[test]
+fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
+    let world = World::new();
+    world.config("[egress]\nallowlist = [\"localhost\", \"10.0.2.2\"]\nports = [8080]\n");
+    let before = world.tree();
+    let out = world
+        .ccvm()
+        .args([
+            "--ccvm-doctor",
+            "10.0.2.2:8080",
+            "10.0.2.2:22",
+            "http://localhost:8080/health",
+            "192.0.2.1",
+        ])
+        .env("CCVM_ALLOW_ROOT", "1")
+        .run();
+    let line = |what: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(what))
+            .unwrap_or_else(|| panic!("no {what} line:\n{}", out.stdout))
+            .to_owned()
+    };
+    assert!(
+        line("egress").contains("locked to an allowlist"),
+        "{}",
+        out.stdout
+    );
+    assert!(line("10.0.2.2:8080").starts_with("ok"), "{}", out.stdout);
+    let port = line("10.0.2.2:22");
+    assert!(port.starts_with("deny"), "{port}");
+    assert!(
+        port.contains("only for TCP ports 8080")
+            && port.contains("add 22 to `ports`")
+            && port.contains(&world.config_path().display().to_string()),
+        "{port}"
+    );
+    let name = line("http://localhost:8080/health");
+    assert!(name.starts_with("ok") && name.contains("pinned"), "{name}");
+    let unlisted = line("192.0.2.1");
+    assert!(
+        unlisted.starts_with("deny") && unlisted.contains("add \"192.0.2.1\" to `allowlist`"),
+        "{unlisted}"
+    );
+    assert_eq!(world.tree(), before, "the doctor wrote something");
+
+    world.config("");
+    let out = world
+        .ccvm()
+        .args(["--ccvm-doctor", "192.0.2.1:22"])
+        .env("CCVM_ALLOW_ROOT", "1")
+        .run();
+    assert!(line_starting(&out.stdout, "ok    192.0.2.1:22").contains("egress is open"));
+
+    let out = world
+        .ccvm()
+        .args(["--ccvm-doctor", "ftp://example.org"])
+        .run()
+        .expect_code(2);
+    assert!(
+        out.error_line()
+            .contains("`ftp://example.org` has the unknown scheme"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{text}"))
+}
+
 #[test]
 fn a_session_as_root_is_refused_unless_allowed() {
     if !nix::unistd::getuid().is_root() {

@@ -5,14 +5,22 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use ccvm_plugin_api::{AllowRule, SetupStep};
+
+use crate::boot;
 use crate::harness::World;
 use crate::vm;
 
 /// A TCP service on 127.0.0.1 that answers `open` to every connection.
 fn tcp_service() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    serve(listener)
+}
+
+fn serve(listener: TcpListener) -> u16 {
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -30,10 +38,52 @@ fn answers_from_the_host(port: u16) -> bool {
     text == "open\n"
 }
 
+/// A "resolver" on the host's port 53 (UDP and TCP), standing in for one the agent might try
+/// instead of the one ccvm provides. Bound once per test process and lent to one test at a
+/// time. Needs root and a free port 53; `None` (with the reason printed) otherwise, and the DNS
+/// probe is left out.
+fn fake_resolver() -> Option<MutexGuard<'static, UdpSocket>> {
+    static RESOLVER: OnceLock<Option<Mutex<UdpSocket>>> = OnceLock::new();
+    let resolver = RESOLVER.get_or_init(|| {
+        let bound = UdpSocket::bind("127.0.0.1:53")
+            .and_then(|udp| TcpListener::bind("127.0.0.1:53").map(|tcp| (udp, tcp)));
+        match bound {
+            Ok((udp, tcp)) => {
+                serve(tcp);
+                udp.set_read_timeout(Some(Duration::from_millis(500)))
+                    .expect("timeout");
+                Some(Mutex::new(udp))
+            }
+            Err(e) => {
+                eprintln!(
+                    "skipping the DNS-to-another-resolver probe: cannot bind 127.0.0.1:53 \
+                     ({e}); it needs root and a free port 53"
+                );
+                None
+            }
+        }
+    });
+    let guard = resolver
+        .as_ref()?
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Whatever an earlier test sent is not this test's.
+    guard.set_nonblocking(true).expect("nonblocking");
+    while guard.recv_from(&mut [0u8; 512]).is_ok() {}
+    guard.set_nonblocking(false).expect("blocking");
+    Some(guard)
+}
+
+/// A DNS query (id 0x1234, `deb.debian.org` A), as a bash `printf` format.
+const DNS_QUERY: &str =
+    r"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03deb\x06debian\x03org\x00\x00\x01\x00\x01";
+
 const PROBES: &str = r#"
 probe() { r=$(timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2 && head -c4 <&3" 2>/dev/null); echo "probe $1:$2=${r:-blocked}"; }
 for target in $PROBE_TARGETS; do probe ${target%:*} ${target#*:}; done
 echo datagram > /dev/udp/10.0.2.2/$UDP_PORT 2>/dev/null; echo "udp sent"
+dns() { r=$(timeout 5 bash -c "exec 3<>/dev/udp/$1/53 && printf '$DNS_QUERY' >&3 && head -c2 <&3 | od -An -tx1" 2>/dev/null | tr -d ' \n'); echo "dns $1=${r:-none}"; }
+dns 10.0.2.3; dns 10.0.2.2
 if nft flush ruleset 2>/dev/null; then echo "flush=done"; else echo "flush=refused"; fi
 if sudo -n true 2>/dev/null; then echo "sudo=yes"; else echo "sudo=no"; fi
 if echo "1.2.3.4 evil" >> /etc/hosts 2>/dev/null; then echo "hosts=written"; else echo "hosts=refused"; fi
@@ -41,7 +91,9 @@ grep -o 'Reachable over TCP: .*' "$HOME/.claude/CLAUDE.md" || echo 'no allowlist
 "#;
 
 fn session(world: &World, targets: &str, udp_port: u16) -> String {
-    let script = format!("PROBE_TARGETS='{targets}'; UDP_PORT={udp_port}\n{PROBES}");
+    let script = format!(
+        "PROBE_TARGETS='{targets}'; UDP_PORT={udp_port}; DNS_QUERY='{DNS_QUERY}'\n{PROBES}"
+    );
     let out = world
         .ccvm()
         .args(["--shell", "-c", &script])
@@ -66,10 +118,11 @@ fn allowlisted_port_answers_everything_else_is_blocked_and_the_agent_cannot_lift
     let Some(world) = vm::stub_world(&config, |_| {}) else {
         return;
     };
+    let resolver = fake_resolver();
 
     let out = session(
         &world,
-        &format!("10.0.2.2:{allowed} 10.0.2.2:{other}"),
+        &format!("10.0.2.2:{allowed} 10.0.2.2:{other} 10.0.2.2:53"),
         udp_port,
     );
     assert!(
@@ -89,6 +142,17 @@ fn allowlisted_port_answers_everything_else_is_blocked_and_the_agent_cannot_lift
         udp.recv_from(&mut buffer).is_err(),
         "a UDP datagram left the guest"
     );
+    // DNS goes to the resolver ccvm provides (slirp's, which answers) and nowhere else.
+    assert!(out.contains("dns 10.0.2.3=1234"), "{out}");
+    assert!(out.contains("dns 10.0.2.2=none"), "{out}");
+    if let Some(resolver) = resolver {
+        assert!(
+            resolver.recv_from(&mut buffer).is_err(),
+            "a DNS query reached a resolver ccvm did not provide"
+        );
+        assert!(out.contains("probe 10.0.2.2:53=blocked"), "{out}");
+        assert!(answers_from_the_host(53), "the TCP resolver answers");
+    }
     assert!(out.contains("flush=refused"), "{out}");
     assert!(
         out.contains("sudo=no"),
@@ -157,9 +221,63 @@ fn without_an_allowlist_the_same_datagram_reaches_the_host() {
     let Some(world) = vm::stub_world("", |_| {}) else {
         return;
     };
+    let resolver = fake_resolver();
     let out = session(&world, "", udp_port);
     assert!(out.contains("udp sent"), "{out}");
     let mut buffer = [0u8; 64];
     let (length, _) = udp.recv_from(&mut buffer).expect("the datagram arrives");
     assert_eq!(&buffer[..length], b"datagram\n");
+    if let Some(resolver) = resolver {
+        let (length, _) = resolver
+            .recv_from(&mut buffer)
+            .expect("the DNS query reaches the other resolver");
+        assert_eq!(&buffer[..2], [0x12, 0x34], "{:?}", &buffer[..length]);
+    }
+}
+
+/// S7.2 fail closed: a ruleset `nft` rejects (no configuration can produce one, so the test
+/// edits the seed) leaves egress closed completely, says so on the console, and the ssh
+/// session still works. The service the allowlist names answers from the host, and with the
+/// intact ruleset the guest reaches it (the first test above).
+#[test]
+fn a_filter_that_fails_to_load_closes_egress_and_says_so() {
+    let service = tcp_service();
+    let config =
+        format!("[egress]\nallowlist = [\"localhost\", \"10.0.2.2\"]\nports = [{service}]\n");
+    let Some(world) = vm::stub_world(&config, |_| {}) else {
+        return;
+    };
+    let script = format!(
+        "r=$(timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{service} && head -c4 <&3' 2>/dev/null)\n\
+         echo \"check: probe=${{r:-blocked}}\"\n"
+    );
+    let session = boot::boot_session(&world, "microvm", &script, |manifest| {
+        let rules = manifest
+            .setup_steps
+            .iter_mut()
+            .find_map(|step| match step {
+                SetupStep::Firewall(rules) => Some(rules),
+                _ => None,
+            })
+            .expect("an allowlist plans a firewall step");
+        rules.allow.push(AllowRule {
+            destination: "300.1.2.3".into(),
+            tcp_ports: vec![443],
+            from_name: None,
+        });
+    });
+    assert_eq!(session.value("probe"), "blocked", "{}", session.console);
+    assert!(answers_from_the_host(service));
+    assert!(
+        session.console.contains("EGRESS FILTER FAILED"),
+        "{}",
+        session.console
+    );
+    assert!(
+        session
+            .console
+            .contains("egress is closed completely instead (fail-closed)"),
+        "{}",
+        session.console
+    );
 }
