@@ -27,6 +27,10 @@ pub const AUTHORIZED_KEYS_FILE: &str = "ssh/authorized_keys";
 pub const CONTEXT_FILE: &str = "ccvm-session.md";
 /// Printed on the console once sshd listens.
 pub const READY_MARKER: &str = "ccvm-guest: ready";
+/// Printed on the console as soon as the guest agent runs as init (then the kernel's uptime).
+pub const INIT_MARKER: &str = "ccvm-guest: init started";
+/// Printed on the console when the guest is set up and sshd is being started.
+pub const SSHD_MARKER: &str = "ccvm-guest: starting sshd";
 
 /// What runs at the end of the ssh session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,6 +69,11 @@ OPTIONS (config key [environment variable]: meaning)
     (the API key's value is read from the variable named by api_key_variable and reaches the
     guest only through the ssh session's environment, never a file or a command line)
 
+ENVIRONMENT (besides the CCVM_* options above)
+    CCVM_ALLOW_ROOT=1     let ccvm run as root (refused otherwise)
+    CCVM_TIMINGS=FILE     write when each phase of the session was reached (JSON, seconds
+                          since the Unix epoch) to FILE when it ends; used by the benchmarks
+
 PLUGINS
     Searched in this order, first hit per kind and name wins: --plugin-dir, CCVM_PLUGIN_PATH,
     plugin_dirs, ~/.local/lib/ccvm/plugins, /usr/local/lib/ccvm/plugins, {SYSTEM_PLUGIN_DIR},

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ccvm_plugin_api::seed::{INIT_MARKER, SSHD_MARKER};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::Env;
@@ -205,7 +206,50 @@ fn signal_status(signal: i32) -> u8 {
 }
 
 /// Runs one session from `plan`. `argv` is what claude (or the shell) receives.
+/// `CCVM_TIMINGS=FILE`: when each phase of a session was reached, written to FILE as one JSON
+/// object of seconds since the Unix epoch once the session ends. For benchmarks, which compare
+/// these with their own clock; nothing is written when the variable is unset.
+struct Timings {
+    file: Option<PathBuf>,
+    marks: Vec<(&'static str, f64)>,
+}
+
+impl Timings {
+    fn new(env: &Env) -> Self {
+        Timings {
+            file: env.abs_path("CCVM_TIMINGS"),
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        if self.file.is_some() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.marks.push((phase, now));
+        }
+    }
+
+    fn write(&self) {
+        let Some(file) = &self.file else { return };
+        let object: serde_json::Map<String, serde_json::Value> = self
+            .marks
+            .iter()
+            .map(|(phase, at)| ((*phase).to_owned(), (*at).into()))
+            .collect();
+        if let Err(e) = std::fs::write(file, serde_json::Value::Object(object).to_string()) {
+            eprintln!(
+                "ccvm: warning: cannot write CCVM_TIMINGS={}: {e}",
+                file.display()
+            );
+        }
+    }
+}
+
 pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error> {
+    let mut timings = Timings::new(env);
+    timings.mark("planned");
     let debug = plan.config.debug;
     let stop = Stop::install()?;
     let run_dir = RunDir::create(
@@ -230,11 +274,13 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
             seed::private_dir(Path::new(&share.host_path), true)?;
         }
     }
+    timings.mark("prepared");
     let mut machine = Machine::start(
         &plan.machine,
         &run_dir.path,
         &[plan.session.api_key_variable.as_str()],
     )?;
+    timings.mark("hypervisor_started");
     let mut progress = Progress {
         on: !debug && std::io::stderr().is_terminal(),
         started: Instant::now(),
@@ -244,6 +290,11 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         Instant::now() + BOOT_DEADLINE,
         // In debug mode there is no progress line to clear.
         |line| {
+            if line.contains(INIT_MARKER) {
+                timings.mark("agent_started");
+            } else if line.contains(SSHD_MARKER) {
+                timings.mark("sshd_starting");
+            }
             if debug {
                 eprintln!("{line}");
             }
@@ -259,7 +310,7 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         return Ok(signal_status(signal));
     }
     match boot? {
-        Boot::Ready => {}
+        Boot::Ready => timings.mark("ready"),
         Boot::GuestFailed(why) => {
             return Err(boot_failure(
                 &machine,
@@ -299,6 +350,7 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
             message: format!("cannot start ssh: {e}"),
             hint: None,
         })?;
+    timings.mark("ssh_started");
     // Ctrl-C belongs to the session (ssh forwards it to the guest's PTY); SIGTERM and SIGHUP
     // end the session.
     let status = loop {
@@ -315,6 +367,8 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    timings.mark("session_ended");
+    timings.write();
     let _ = machine.wait_exit(POWEROFF_GRACE);
     if debug {
         // The console lines of the session and the power-off.

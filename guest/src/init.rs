@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ccvm_plugin_api::seed::{
-    ARGV_FILE, MANIFEST_FILE, READY_MARKER, SEED_GUEST_DIR as SEED_DIR, SEED_TAG, SEED_VERSION,
-    SeedManifest, SessionMode,
+    ARGV_FILE, INIT_MARKER, MANIFEST_FILE, READY_MARKER, SEED_GUEST_DIR as SEED_DIR, SEED_TAG,
+    SEED_VERSION, SSHD_MARKER, SeedManifest, SessionMode,
 };
 use ccvm_plugin_api::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
 use nix::mount::{MsFlags, mount};
@@ -30,6 +30,14 @@ const SSHD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn log(message: &str) {
     eprintln!("ccvm-guest: {message}");
+}
+
+/// A phase marker for the console, with the guest kernel's uptime (for `--ccvm-debug` and the
+/// benchmarks, which time the phases of a boot from the host).
+fn mark(marker: &str) {
+    let uptime = fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let seconds = uptime.split_whitespace().next().unwrap_or("?");
+    eprintln!("{marker} (uptime {seconds} s)");
 }
 
 fn power_off() -> ! {
@@ -301,6 +309,7 @@ fn wait_listening(port: u16) -> Result<(), String> {
 
 fn boot() -> Result<u32, String> {
     mount_fs("proc", "/proc", "proc", MsFlags::empty(), None)?;
+    mark(INIT_MARKER);
     mount_fs("sysfs", "/sys", "sysfs", MsFlags::empty(), None)?;
     mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
     let words = cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
@@ -389,6 +398,7 @@ fn boot() -> Result<u32, String> {
     prepare_session(&manifest)?;
     nix::mount::umount(SEED_DIR).map_err(|e| format!("cannot unmount the seed: {e}"))?;
 
+    mark(SSHD_MARKER);
     let sshd = Command::new("/usr/sbin/sshd")
         .args(["-D", "-e", "-f", &format!("/{}", setup::SSHD_CONFIG)])
         .stdin(Stdio::null())

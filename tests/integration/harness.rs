@@ -213,6 +213,12 @@ impl Ccvm {
         outcome
     }
 
+    /// The command itself, for callers that need its pipes (the benchmarks).
+    #[allow(dead_code)]
+    pub fn into_command(self) -> Command {
+        self.command
+    }
+
     pub fn run(mut self) -> Outcome {
         let output = self.command.output().expect("ccvm runs");
         Outcome {

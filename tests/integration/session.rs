@@ -137,11 +137,39 @@ fn shell_runs_the_command_in_the_project_and_returns_its_status() {
             "-c",
             "pwd; cat hello.txt; echo made-in-vm > made.txt; exit 3",
         ])
+        .env("CCVM_TIMINGS", world.path("home/timings.json"))
         .run_within(SESSION_LIMIT);
     assert_eq!(
         out.code, 3,
         "stderr:\n{}\nstdout:\n{}",
         out.stderr, out.stdout
+    );
+    // CCVM_TIMINGS: every phase, in the order they happen (the benchmarks rely on it).
+    let timings: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(world.path("home/timings.json")).expect("timings written"),
+    )
+    .expect("timings are a JSON object");
+    let phases = [
+        "planned",
+        "prepared",
+        "hypervisor_started",
+        "agent_started",
+        "sshd_starting",
+        "ready",
+        "ssh_started",
+        "session_ended",
+    ];
+    let times: Vec<f64> = phases
+        .iter()
+        .map(|p| {
+            timings[*p]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{p}: {timings:?}"))
+        })
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "phases out of order: {timings:?}"
     );
     let project = std::fs::canonicalize(world.path("project")).expect("project");
     let lines: Vec<&str> = out

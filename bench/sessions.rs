@@ -1,0 +1,1149 @@
+//! ccvm's benchmarks: where a session's time and memory go, against the bare hypervisor.
+//!
+//! `scripts/bench.sh [--quick]` (or `cargo bench -p ccvm --bench sessions -- [--quick]`) writes
+//! `bench/RESULTS.md` (`--quick`: `target/bench/RESULTS-quick.md`, a smoke run with small sizes
+//! that CI uses to keep this working). These machines are shared and noisy, so every
+//! comparison is a ratio of two numbers measured side by side in the same run, alternating
+//! where it matters, and reported as medians with min and max.
+//!
+//! Sessions boot the stub image (the test stand-in for claude, which prints its first line at
+//! once) through the real `ccvm` binary, which reports its phases with `CCVM_TIMINGS`. As in the
+//! VM tests, `ccvm` runs as `nobody` when this runs as root.
+
+#[path = "../tests/integration/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/integration/vm.rs"]
+#[allow(dead_code)]
+mod vm;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use harness::World;
+
+/// Longest any single session may take before the benchmark gives up on it.
+const SESSION_LIMIT: Duration = Duration::from_secs(600);
+
+/// How much work each section does.
+struct Sizes {
+    /// Alternating ccvm / bare QEMU pairs per backend.
+    runs: usize,
+    /// In-process host preparations per `~/.claude`.
+    prep_reps: usize,
+    /// `ccvm --ccvm-plan` runs per plugin source.
+    plan_runs: usize,
+    small_files: usize,
+    repo_files: usize,
+    big_mib: usize,
+    /// (backend, share transport) pairs for memory and the shared directory.
+    combos: Vec<(&'static str, &'static str)>,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        let virtio_fs = which::which("virtiofsd").is_ok();
+        let mut combos = vec![("microvm", "9p")];
+        if !quick {
+            combos.push(("q35", "9p"));
+            if virtio_fs {
+                combos.extend([("microvm", "virtio-fs"), ("q35", "virtio-fs")]);
+            } else {
+                eprintln!("bench: virtiofsd not found; virtio-fs rows are left out");
+            }
+        }
+        if quick {
+            Sizes {
+                runs: 1,
+                prep_reps: 1,
+                plan_runs: 2,
+                small_files: 100,
+                repo_files: 300,
+                big_mib: 8,
+                combos,
+            }
+        } else {
+            Sizes {
+                runs: 5,
+                prep_reps: 7,
+                plan_runs: 10,
+                small_files: 1000,
+                repo_files: 5000,
+                big_mib: 100,
+                combos,
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut quick = false;
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // `cargo bench` passes it to every benchmark binary.
+            "--bench" => {}
+            "--quick" => quick = true,
+            "--out" => out = args.next().map(PathBuf::from),
+            other => {
+                eprintln!(
+                    "bench: unknown argument `{other}`; usage: sessions [--quick] [--out FILE]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_owned();
+    let out = out.unwrap_or_else(|| {
+        if quick {
+            root.join("target/bench/RESULTS-quick.md")
+        } else {
+            root.join("bench/RESULTS.md")
+        }
+    });
+    let image = match vm::stub_image() {
+        Ok(image) => image.to_owned(),
+        Err(reason) => {
+            eprintln!("bench: cannot boot VMs here: {reason}");
+            std::process::exit(1);
+        }
+    };
+    let sizes = Sizes::new(quick);
+    let started = Instant::now();
+    let mut report = Report::new(quick, &image);
+
+    for backend in ["microvm", "q35"] {
+        eprintln!("bench: time to first output, {backend}");
+        first_output(&mut report, &image, backend, sizes.runs);
+    }
+    eprintln!("bench: host preparation");
+    host_preparation(&mut report, &image, &sizes);
+    eprintln!("bench: plugins from disk vs built in");
+    plugin_loading(&mut report, sizes.plan_runs);
+    for (backend, transport) in &sizes.combos {
+        eprintln!("bench: memory, {backend}/{transport}");
+        memory(&mut report, &image, backend, transport);
+    }
+    eprintln!("bench: shared directory, host");
+    let host = shared_dir_host(&sizes);
+    let mut rows = Vec::new();
+    for (backend, transport) in &sizes.combos {
+        eprintln!("bench: shared directory, {backend}/{transport}");
+        rows.push((
+            format!("{backend}/{transport}"),
+            shared_dir_guest(&image, backend, transport, &sizes),
+        ));
+    }
+    report.shared_dir(&host, &rows, &sizes);
+
+    report.text.push_str(&format!(
+        "\nThe whole benchmark took {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir).expect("results dir");
+    }
+    fs::write(&out, &report.text).expect("write the results");
+    eprintln!("bench: wrote {}", out.display());
+    print!("{}", report.text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the report
+
+/// Median with min and max of some samples.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(samples: &[f64]) -> Option<Stat> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    Some(Stat {
+        median,
+        min: sorted[0],
+        max: sorted[n - 1],
+    })
+}
+
+/// Seconds, with the precision the size deserves.
+fn secs(value: f64) -> String {
+    if value >= 10.0 {
+        format!("{value:.1} s")
+    } else if value >= 0.1 {
+        format!("{value:.2} s")
+    } else {
+        format!("{:.1} ms", value * 1000.0)
+    }
+}
+
+fn cell(samples: &[f64]) -> String {
+    match stat(samples) {
+        None => "–".to_owned(),
+        Some(s) if samples.len() == 1 => secs(s.median),
+        Some(s) => format!("{} ({} – {})", secs(s.median), secs(s.min), secs(s.max)),
+    }
+}
+
+fn ratio(a: &[f64], b: &[f64]) -> String {
+    match (stat(a), stat(b)) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.1}×", a.median / b.median),
+        _ => "–".to_owned(),
+    }
+}
+
+struct Report {
+    text: String,
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|| "not found".to_owned())
+}
+
+impl Report {
+    fn new(quick: bool, image: &Path) -> Self {
+        let cpu = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, m)| m.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let memory = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| meminfo_kib(&t, "MemTotal"))
+            .map_or(0, |k| k / 1024);
+        let manifest: serde_json::Value = fs::read_to_string(image.join("manifest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "# ccvm benchmark results{}\n",
+            if quick {
+                " (quick smoke run: tiny sizes, not for comparison)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            text,
+            "Produced by `scripts/bench.sh{}` ({}). Medians with (min – max); every ratio \
+             compares two numbers measured side by side in this run.\n",
+            if quick { " --quick" } else { "" },
+            "bench/sessions.rs"
+        );
+        let _ = writeln!(text, "| | |\n|---|---|");
+        let _ = writeln!(
+            text,
+            "| date | {} |",
+            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        );
+        let _ = writeln!(text, "| machine | {cpu}, {cores} cores, {memory} MiB |");
+        let _ = writeln!(text, "| host kernel | {} |", command_line("uname", &["-r"]));
+        let _ = writeln!(text, "| ccvm | {} |", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            text,
+            "| QEMU | {} |",
+            command_line("qemu-system-x86_64", &["--version"])
+        );
+        let _ = writeln!(
+            text,
+            "| virtiofsd | {} |",
+            command_line("virtiofsd", &["--version"])
+        );
+        let _ = writeln!(
+            text,
+            "| guest | stub image `{}`: kernel {}, Debian {} |",
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            manifest["kernel_release"].as_str().unwrap_or("?"),
+            manifest["suite"].as_str().unwrap_or("?"),
+        );
+        Report { text }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worlds and processes
+
+fn epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A world booting the stub image, with the machine's own acceleration choice (KVM where it
+/// works, TCG here); `populate` runs before the files go to the unprivileged user.
+fn world(image: &Path, config: &str, populate: impl FnOnce(&World)) -> World {
+    let world = World::for_vm();
+    populate(&world);
+    world.config(&format!("image = \"{}\"\n{config}", vm::STUB_IMAGE));
+    vm::install_stub_image(image, &world.path("cache"));
+    world.hand_over();
+    world
+}
+
+/// Reads `child`'s stdout line by line on a thread; each line arrives with the time it was read.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<(String, f64)> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx
+                .send((line.trim_end_matches('\r').to_owned(), epoch()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects stderr on a thread, for error messages.
+fn stderr_of(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Waits for `child` at most `limit`; kills it after that.
+fn finish(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `ccvm` session command in `world` with piped output and `CCVM_TIMINGS`.
+fn session(world: &World, backend: &str, args: &[&str]) -> (Command, PathBuf) {
+    let timings = world.path("runtime/timings.json");
+    let _ = fs::remove_file(&timings);
+    let mut command = world
+        .ccvm()
+        .args(["--backend", backend])
+        .args(args)
+        .env("CCVM_TIMINGS", &timings)
+        .into_command();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    (command, timings)
+}
+
+fn plan_json(world: &World, backend: &str) -> serde_json::Value {
+    let out = world
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", backend])
+        .run()
+        .expect_code(0);
+    out.json()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Time to first output
+
+/// The phases of a ccvm run, each from one `CCVM_TIMINGS` mark (or the benchmark's own clock)
+/// to the next; the first is measured from spawning `ccvm`.
+const PHASES: [(&str, &str); 6] = [
+    ("planned", "host: start, config, plugins, plan"),
+    ("prepared", "host: staging `~/.claude`, seed, keys"),
+    (
+        "agent_started",
+        "hypervisor start, firmware, kernel → guest agent runs",
+    ),
+    ("sshd_starting", "guest agent: root, modules, seed, setup"),
+    ("ready", "sshd starts and listens"),
+    ("first_output", "ssh connect, login, claude → first output"),
+];
+
+fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
+    let world = world(image, "", |_| {});
+    let plan = plan_json(&world, backend);
+    let bare = bare_command(&plan);
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
+    let mut total = Vec::new();
+    let mut bare_times = Vec::new();
+    for run in 0..runs {
+        match ccvm_first_output(&world, backend) {
+            Ok((parts, whole)) => {
+                for (samples, part) in phases.iter_mut().zip(parts) {
+                    samples.push(part);
+                }
+                total.push(whole);
+            }
+            Err(e) => eprintln!("bench: {backend} run {run}: {e}"),
+        }
+        bare_times.push(bare_first_line(&bare));
+    }
+    let text = &mut report.text;
+    let _ = writeln!(
+        text,
+        "\n## Time to first output: `{backend}` ({runs} ccvm / bare QEMU pairs, alternating)\n"
+    );
+    let _ = writeln!(
+        text,
+        "ccvm: `ccvm --backend {backend} -p hi` until the stub claude's first line (configured \
+         {} MiB, {} vCPUs, {} acceleration). Bare QEMU: the same machine type, acceleration, \
+         memory, kernel and initramfs, no devices, until the kernel's first console line.\n",
+        plan["vm"]["memory_mib"],
+        plan["vm"]["cpus"],
+        plan["acceleration"]["resolved"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(text, "| phase | time | share of ccvm |\n|---|---|---|");
+    let share = |part: &[f64]| match (stat(part), stat(&total)) {
+        (Some(p), Some(t)) if t.median > 0.0 => format!("{:.0} %", 100.0 * p.median / t.median),
+        _ => "–".to_owned(),
+    };
+    for ((_, name), samples) in PHASES.iter().zip(&phases) {
+        let _ = writeln!(text, "| {name} | {} | {} |", cell(samples), share(samples));
+    }
+    let _ = writeln!(text, "| **ccvm total** | **{}** | |", cell(&total));
+    let _ = writeln!(
+        text,
+        "| bare QEMU to first console line | {} | |",
+        cell(&bare_times)
+    );
+    let _ = writeln!(
+        text,
+        "| **ratio ccvm / bare QEMU** | **{}** | |",
+        ratio(&total, &bare_times)
+    );
+}
+
+/// The durations of [`PHASES`] and the total of one ccvm run.
+fn ccvm_first_output(world: &World, backend: &str) -> Result<(Vec<f64>, f64), String> {
+    let (mut command, timings) = session(world, backend, &["-p", "hi"]);
+    let start = epoch();
+    let mut child = command.spawn().map_err(|e| format!("ccvm: {e}"))?;
+    let lines = lines_of(&mut child);
+    let stderr = stderr_of(&mut child);
+    let mut first = None;
+    let deadline = Instant::now() + SESSION_LIMIT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok((line, at)) if line.starts_with("stub-claude:") => {
+                first = Some(at);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let status = finish(&mut child, SESSION_LIMIT);
+    let stderr = stderr.join().unwrap_or_default();
+    let first =
+        first.ok_or_else(|| format!("no output from the stub claude ({status:?}): {stderr}"))?;
+    let mut marks: BTreeMap<String, f64> = fs::read_to_string(&timings)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| format!("ccvm wrote no CCVM_TIMINGS file: {stderr}"))?;
+    marks.insert("first_output".to_owned(), first);
+    let mut previous = start;
+    let mut parts = Vec::new();
+    for (phase, _) in PHASES {
+        let at = *marks
+            .get(phase)
+            .ok_or_else(|| format!("no `{phase}` in {marks:?}"))?;
+        parts.push(at - previous);
+        previous = at;
+    }
+    Ok((parts, first - start))
+}
+
+/// The plan's machine type, acceleration, CPU, memory, kernel and initramfs, without devices,
+/// its console on stdout and the kernel not quiet.
+fn bare_command(plan: &serde_json::Value) -> Command {
+    let hypervisor = &plan["machine"]["hypervisor"];
+    let args: Vec<&str> = hypervisor["args"]
+        .as_array()
+        .expect("hypervisor args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let value = |flag: &str| {
+        args.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1])
+            .unwrap_or_else(|| panic!("the plan has no {flag}"))
+    };
+    let console = value("-append")
+        .split(' ')
+        .find(|w| w.starts_with("console="))
+        .unwrap_or("console=ttyS0");
+    let mut command = Command::new(hypervisor["program"].as_str().expect("program"));
+    for flag in [
+        "-machine", "-accel", "-cpu", "-m", "-smp", "-kernel", "-initrd",
+    ] {
+        command.args([flag, value(flag)]);
+    }
+    command
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-serial",
+            "stdio",
+            "-append",
+            &format!("{console} panic=-1"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
+fn bare_first_line(command: &Command) -> f64 {
+    let mut command = clone_command(command);
+    let start = epoch();
+    let mut child = command.spawn().expect("the bare hypervisor starts");
+    let lines = lines_of(&mut child);
+    let first = lines
+        .recv_timeout(SESSION_LIMIT)
+        .map(|(_, at)| at - start)
+        .expect("the bare kernel prints a line");
+    let _ = child.kill();
+    let _ = child.wait();
+    first
+}
+
+fn clone_command(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    copy
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Host preparation
+
+/// Fills `~/.claude` like a long-used installation: `files` files of `bytes` bytes, most in the
+/// places staging skips (projects, todos, plugins), some in the ones it copies.
+fn fill_claude(home: &Path, files: usize, bytes: usize) {
+    let claude = home.join(".claude");
+    let body = "x".repeat(bytes);
+    let kinds = [
+        ("projects/-home-user-src-app", "jsonl", 40),
+        ("todos", "json", 20),
+        ("plugins/marketplaces/official", "md", 15),
+        ("commands", "md", 10),
+        ("agents", "md", 5),
+        ("skills/review", "md", 5),
+        ("output-styles", "md", 5),
+    ];
+    let weight: usize = kinds.iter().map(|k| k.2).sum();
+    for (dir, ext, share) in kinds {
+        let dir = claude.join(dir);
+        fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..files * share / weight {
+            fs::write(dir.join(format!("f{i}.{ext}")), &body).expect("write");
+        }
+    }
+    fs::write(claude.join("settings.json"), "{\"theme\":\"dark\"}\n").expect("write");
+    fs::write(claude.join("CLAUDE.md"), "# memory\n").expect("write");
+    fs::write(claude.join("history.jsonl"), &body).expect("write");
+    fs::write(home.join(".claude.json"), "{\"userID\":\"u\"}").expect("write");
+}
+
+fn host_preparation(report: &mut Report, image: &Path, sizes: &Sizes) {
+    let homes: [(&str, usize, usize); 3] = [
+        ("empty", 0, 0),
+        ("realistic: 300 files, 3 MB", 300, 10_000),
+        ("large: 5000 files, 50 MB", 5000, 10_000),
+    ];
+    let _ = writeln!(
+        report.text,
+        "\n## Host preparation (in process, {} runs each)\n\n\
+         What ccvm does before the hypervisor starts, timed inside one process: read the \
+         configuration, find the plugins and plan (staging decisions stat `~/.claude`), copy \
+         the staged files into the seed, generate the two ed25519 keys (two `ssh-keygen` runs). \
+         Staging copies only the allowlisted items (settings, CLAUDE.md, commands, agents, \
+         skills, output styles); `projects/`, `todos/`, `plugins/` and history are left \
+         behind.\n\n\
+         | `~/.claude` | staged files | plan | seed write | keys | total |\n\
+         |---|---|---|---|---|---|",
+        sizes.prep_reps
+    );
+    for (name, files, bytes) in homes {
+        let world = world(image, "", |w| fill_claude(&w.home(), files, bytes));
+        let (mut plan_t, mut seed_t, mut keys_t, mut total_t) = (vec![], vec![], vec![], vec![]);
+        let mut staged = 0;
+        for _ in 0..sizes.prep_reps {
+            let [p, s, k, n] = prepare_once(&world);
+            plan_t.push(p);
+            seed_t.push(s);
+            keys_t.push(k);
+            total_t.push(p + s + k);
+            staged = n as usize;
+        }
+        let _ = writeln!(
+            report.text,
+            "| {name} | {staged} | {} | {} | {} | {} |",
+            cell(&plan_t),
+            cell(&seed_t),
+            cell(&keys_t),
+            cell(&total_t)
+        );
+    }
+}
+
+/// `[plan, seed write, keys, staged file count]`.
+fn prepare_once(world: &World) -> [f64; 4] {
+    let pairs: Vec<(String, OsString)> = vec![
+        ("HOME".into(), world.home().into()),
+        ("XDG_CONFIG_HOME".into(), world.path("config").into()),
+        ("XDG_CACHE_HOME".into(), world.path("cache").into()),
+        ("XDG_RUNTIME_DIR".into(), world.path("runtime").into()),
+        ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+    ];
+    let env = ccvm::config::Env::from_pairs(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().expect("UTF-8 test paths"))),
+    );
+    let flags = ccvm::args::Flags::default();
+    let cwd = std::env::current_dir().expect("cwd");
+    std::env::set_current_dir(world.path("project")).expect("cd project");
+    let started = Instant::now();
+    let config = ccvm::config::load(&env, &flags).expect("config");
+    let registry = ccvm::plugins::Registry::discover(&ccvm::plugins::search_dirs(&config, &env))
+        .expect("plugins");
+    let plan =
+        ccvm::planner::plan(&config, &registry, &env, &[], ccvm::accel::probe).expect("plan");
+    let planned = started.elapsed().as_secs_f64();
+    let run_dir = PathBuf::from(&plan.run_dir);
+    fs::create_dir_all(&run_dir).expect("run dir");
+    let seed_dir = Path::new(&plan.seed.dir);
+    let started = Instant::now();
+    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files).expect("seed");
+    let seeded = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");
+    ccvm::seed::generate_keys(&ssh_keygen, &run_dir, seed_dir).expect("keys");
+    let keys = started.elapsed().as_secs_f64();
+    let staged = count_files(&seed_dir.join("claude"));
+    fs::remove_dir_all(&run_dir).expect("clean the run dir");
+    std::env::set_current_dir(cwd).expect("cd back");
+    [planned, seeded, keys, staged as f64]
+}
+
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() { count_files(&path) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// `ccvm --ccvm-plan` as a process, with every plugin it uses built in vs loaded from a plugin
+/// directory (the backend and the three policies as `.so` files), alternating.
+fn plugin_loading(report: &mut Report, runs: usize) {
+    let world = World::new();
+    let libraries = [
+        "ccvm_plugin_microvm",
+        "ccvm_plugin_share_staging",
+        "ccvm_plugin_egress",
+        "ccvm_plugin_clipboard",
+    ];
+    if let Some(missing) = libraries
+        .iter()
+        .map(|l| harness_library(l))
+        .find(|p| !p.is_file())
+    {
+        let _ = writeln!(
+            report.text,
+            "\n## Plugins from disk vs built in\n\nLeft out: {} is not built (run \
+             `cargo build --release --workspace`, which `scripts/bench.sh` does).",
+            missing.display()
+        );
+        return;
+    }
+    let dir = world.plugin_dir("plugins", &libraries);
+    let time = |extra: &[&OsString]| {
+        let mut command = world
+            .ccvm()
+            .args(["--ccvm-plan", "--backend", "microvm"])
+            .into_command();
+        command
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let started = Instant::now();
+        let status = command.status().expect("ccvm runs");
+        assert!(status.success(), "ccvm --ccvm-plan failed");
+        started.elapsed().as_secs_f64()
+    };
+    let flag = OsString::from("--plugin-dir");
+    let dir = dir.into_os_string();
+    let (mut builtin, mut loaded) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        builtin.push(time(&[]));
+        loaded.push(time(&[&flag, &dir]));
+    }
+    let _ = writeln!(
+        report.text,
+        "\n## Plugins from disk vs built in ({runs} runs each, alternating)\n\n\
+         `ccvm --ccvm-plan --backend microvm` as a whole process (start, config, plugin \
+         discovery and checks, planning, JSON), with the backend and the three policies built \
+         into the binary vs loaded as `.so` files from `--plugin-dir`.\n\n\
+         | plugins | time | ratio |\n|---|---|---|\n\
+         | built in | {} | 1.0× |\n| from disk (4 libraries) | {} | {} |",
+        cell(&builtin),
+        cell(&loaded),
+        ratio(&loaded, &builtin)
+    );
+}
+
+fn harness_library(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_ccvm"))
+        .parent()
+        .expect("the binary has a directory")
+        .join(format!("lib{name}.so"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Memory
+
+fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.split(':').next() == Some(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Every descendant of `pid`: (pid, comm).
+fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut parents = BTreeMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let Some((head, tail)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let comm = head
+            .split_once(" (")
+            .map(|(_, c)| c.to_owned())
+            .unwrap_or_default();
+        let Some(ppid) = tail.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        parents.insert(child, (ppid, comm));
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (child, (ppid, comm)) in &parents {
+            if *ppid == parent {
+                out.push((*child, comm.clone()));
+                frontier.push(*child);
+            }
+        }
+    }
+    out
+}
+
+/// Peak resident set (`VmHWM`) in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    meminfo_kib(&status, "VmHWM").map(|k| k as f64 / 1024.0)
+}
+
+fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
+    let world = world(
+        image,
+        &format!("share_transport = \"{transport}\"\n"),
+        |_| {},
+    );
+    let memory_mib = plan_json(&world, backend)["vm"]["memory_mib"].clone();
+    let script =
+        "grep -E '^(MemTotal|MemFree|MemAvailable):' /proc/meminfo; echo mem-done; sleep 5";
+    let (mut command, _) = session(&world, backend, &["--shell", "-c", script]);
+    let mut child = command.spawn().expect("ccvm runs");
+    let pid = child.id();
+    let lines = lines_of(&mut child);
+    let stderr = stderr_of(&mut child);
+    let mut guest = BTreeMap::new();
+    let deadline = Instant::now() + SESSION_LIMIT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok((line, _)) if line == "mem-done" => break,
+            Ok((line, _)) => {
+                if let Some((key, _)) = line.split_once(':') {
+                    if let Some(kib) = meminfo_kib(&line, key) {
+                        guest.insert(key.to_owned(), kib / 1024);
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    // Idle for a moment in the session, then read the peaks.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut peaks: BTreeMap<&str, f64> = BTreeMap::new();
+    if let Some(rss) = peak_rss_mib(pid) {
+        peaks.insert("ccvm", rss);
+    }
+    for (child_pid, comm) in descendants(pid) {
+        let role = if comm.starts_with("qemu-system") {
+            "hypervisor"
+        } else if comm.starts_with("virtiofsd") {
+            "virtiofsd"
+        } else if comm == "ssh" {
+            "ssh"
+        } else {
+            continue;
+        };
+        if let Some(rss) = peak_rss_mib(child_pid) {
+            *peaks.entry(role).or_default() += rss;
+        }
+    }
+    let status = finish(&mut child, SESSION_LIMIT);
+    let stderr = stderr.join().unwrap_or_default();
+    let text = &mut report.text;
+    if !text.contains("## Memory") {
+        let _ = writeln!(
+            text,
+            "\n## Memory: an idle `--shell` session\n\n\
+             Peak resident set (`VmHWM`) of each host process while the session sits idle \
+             after boot, and what the guest kernel reports free. Memory is configured, not \
+             reserved: the hypervisor's RSS is what the guest has touched.\n\n\
+             | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+    }
+    if guest.is_empty() {
+        let _ = writeln!(
+            text,
+            "| {backend}/{transport} | failed: {status:?} {} |",
+            stderr.lines().last().unwrap_or("")
+        );
+        return;
+    }
+    let mib = |role: &str| {
+        peaks
+            .get(role)
+            .map_or("–".to_owned(), |v| format!("{v:.0} MiB"))
+    };
+    let guest_mib = |key: &str| {
+        guest
+            .get(key)
+            .map_or("–".to_owned(), |v| format!("{v} MiB"))
+    };
+    let _ = writeln!(
+        text,
+        "| {backend}/{transport} | {memory_mib} MiB | {} | {} | {} | {} | {} | {} |",
+        mib("hypervisor"),
+        mib("virtiofsd"),
+        mib("ccvm"),
+        mib("ssh"),
+        guest_mib("MemTotal"),
+        guest_mib("MemAvailable")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Shared directory
+
+/// The workload, run by bash in a directory holding `repo/`; prints `bench LOCATION OP µs`.
+/// `$LOCATIONS` lists `name=directory` pairs; `repo/` is copied to those without one.
+const WORKLOAD: &str = r#"
+us() { echo "${EPOCHREALTIME/[.,]/}"; }
+step() {
+    local op=$1; shift
+    local s; s=$(us)
+    if ! "$@" >/dev/null 2>&1; then echo "bench-error $LOC $op"; fi
+    local e; e=$(us)
+    echo "bench $LOC $op $((e - s))"
+}
+create() { mkdir -p small && for ((i = 0; i < N; i++)); do echo "small file $i" > "small/f$i"; done; }
+walk() { find small -type f -printf '%s %m\n'; }
+readall() { cat small/*; }
+gitstatus() { git -C repo status --porcelain; }
+write_big() { dd if=/dev/zero of=big bs=1M count="$BIG" conv=fsync status=none; }
+read_big() { dd if=big iflag=nocache count=0 status=none && dd if=big of=/dev/null bs=1M status=none; }
+for pair in $LOCATIONS; do
+    LOC=${pair%%=*}; dir=${pair#*=}
+    mkdir -p "$dir"
+    [ -d "$dir/repo" ] || cp -a "$REPO" "$dir/repo"
+    echo "bench-fs $LOC $(findmnt -no FSTYPE -T "$dir")"
+    cd "$dir"
+    step create create; step stat-walk walk; step read readall
+    step git-status-1 gitstatus; step git-status-2 gitstatus
+    step write-big write_big; step read-big read_big
+    rm -rf small big
+    cd /
+done
+"#;
+
+/// Results of one run of the workload: location → op → seconds.
+type Workload = BTreeMap<String, BTreeMap<String, f64>>;
+
+fn parse_workload(output: &str) -> (Workload, Vec<String>) {
+    let mut results = Workload::new();
+    let mut notes = Vec::new();
+    for line in output.lines().map(|l| l.trim_end_matches('\r')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["bench", location, op, micros] => {
+                if let Ok(micros) = micros.parse::<f64>() {
+                    results
+                        .entry((*location).to_owned())
+                        .or_default()
+                        .insert((*op).to_owned(), micros / 1e6);
+                }
+            }
+            ["bench-error", location, op] => notes.push(format!("{op} failed in {location}")),
+            ["bench-fs", location, fs] => notes.push(format!("{location} is {fs}")),
+            _ => {}
+        }
+    }
+    (results, notes)
+}
+
+/// A git repository of `files` files in 50 directories, committed.
+fn make_repo(dir: &Path, files: usize) {
+    for i in 0..files {
+        let sub = dir.join(format!("src/d{}", i % 50));
+        fs::create_dir_all(&sub).expect("mkdir");
+        fs::write(sub.join(format!("file{i}.txt")), format!("line {i}\n")).expect("write");
+    }
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=bench@example.invalid",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "bench"]);
+}
+
+fn workload_env(sizes: &Sizes, locations: &str, repo: &str) -> String {
+    format!(
+        "N={}; BIG={}; LOCATIONS=\"{locations}\"; REPO=\"{repo}\"\n{WORKLOAD}",
+        sizes.small_files, sizes.big_mib
+    )
+}
+
+/// The workload on the host itself, in a directory on the same file system as the project.
+fn shared_dir_host(sizes: &Sizes) -> (Workload, Vec<String>) {
+    let world = World::for_vm();
+    make_repo(&world.path("project/repo"), sizes.repo_files);
+    world.hand_over();
+    let script = workload_env(
+        sizes,
+        &format!("host={}", world.path("project").display()),
+        "unused",
+    );
+    let mut command = Command::new("bash");
+    command.args(["-c", &script]).env("HOME", world.home());
+    if nix::unistd::getuid().is_root() {
+        command.uid(vm::TEST_UID).gid(vm::TEST_UID);
+    }
+    let output = command.output().expect("bash runs");
+    parse_workload(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn shared_dir_guest(
+    image: &Path,
+    backend: &str,
+    transport: &str,
+    sizes: &Sizes,
+) -> Result<(Workload, Vec<String>), String> {
+    let world = world(
+        image,
+        &format!("share_transport = \"{transport}\"\nwritable_cwd = true\n"),
+        |w| make_repo(&w.path("project/repo"), sizes.repo_files),
+    );
+    // The project share, then a tmpfs in the guest (`/dev/shm`), with a copy of the repo.
+    let script = workload_env(sizes, "share=$PWD tmpfs=/dev/shm/bench", "$PWD/repo");
+    let (mut command, _) = session(&world, backend, &["--shell", "-c", &script]);
+    let mut child = command.spawn().map_err(|e| format!("ccvm: {e}"))?;
+    let lines = lines_of(&mut child);
+    let stderr = stderr_of(&mut child);
+    let status = finish(&mut child, SESSION_LIMIT);
+    let output: Vec<String> = lines.try_iter().map(|(line, _)| line).collect();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.is_none_or(|s| !s.success()) {
+        return Err(format!(
+            "session failed ({status:?}): {}",
+            stderr.lines().last().unwrap_or("")
+        ));
+    }
+    Ok(parse_workload(&output.join("\n")))
+}
+
+impl Report {
+    fn shared_dir(
+        &mut self,
+        host: &(Workload, Vec<String>),
+        rows: &[(String, Result<(Workload, Vec<String>), String>)],
+        sizes: &Sizes,
+    ) {
+        let ops = [
+            (
+                "create",
+                format!("create {} small files", sizes.small_files),
+            ),
+            (
+                "stat-walk",
+                format!("stat-walk {} files", sizes.small_files),
+            ),
+            ("read", format!("read {} files", sizes.small_files)),
+            (
+                "git-status-1",
+                format!("`git status`, {} files, first", sizes.repo_files),
+            ),
+            (
+                "git-status-2",
+                format!("`git status`, {} files, again", sizes.repo_files),
+            ),
+            ("write-big", format!("write {} MiB + fsync", sizes.big_mib)),
+            (
+                "read-big",
+                format!("read {} MiB, cache dropped", sizes.big_mib),
+            ),
+        ];
+        let text = &mut self.text;
+        let _ = writeln!(
+            text,
+            "\n## Shared directory\n\n\
+             The same bash workload (`WORKLOAD` in bench/sessions.rs) on the host natively (as \
+             the unprivileged user, in the project's file system), and in the guest over the \
+             project share and on a guest tmpfs (`/dev/shm`), one session per backend and share \
+             transport. Each cell: time (ratio to the host; ratio to the guest's tmpfs in the \
+             same session). The big read drops the file's cached pages first \
+             (`dd iflag=nocache`)."
+        );
+        let host_ops = host.0.get("host");
+        for note in &host.1 {
+            let _ = writeln!(text, "\nHost note: {note}.");
+        }
+        for (name, row) in rows {
+            let _ = writeln!(text, "\n### {name}\n");
+            let (workload, notes) = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    let _ = writeln!(text, "Failed: {e}");
+                    continue;
+                }
+            };
+            let _ = writeln!(
+                text,
+                "| operation | host | guest tmpfs | share | share / host | share / tmpfs |\n\
+                 |---|---|---|---|---|---|"
+            );
+            for (op, label) in &ops {
+                let get = |ops: Option<&BTreeMap<String, f64>>| {
+                    ops.and_then(|o| o.get(*op))
+                        .map(|v| vec![*v])
+                        .unwrap_or_default()
+                };
+                let (h, t, s) = (
+                    get(host_ops),
+                    get(workload.get("tmpfs")),
+                    get(workload.get("share")),
+                );
+                let _ = writeln!(
+                    text,
+                    "| {label} | {} | {} | {} | {} | {} |",
+                    cell(&h),
+                    cell(&t),
+                    cell(&s),
+                    ratio(&s, &h),
+                    ratio(&s, &t)
+                );
+            }
+            if !notes.is_empty() {
+                let _ = writeln!(text, "\nNotes: {}.", notes.join("; "));
+            }
+        }
+    }
+}
