@@ -158,6 +158,12 @@ fn main() {
     fs::write(&out, &report.text).expect("write the results");
     eprintln!("bench: wrote {}", out.display());
     print!("{}", report.text);
+    if !report.failures.is_empty() {
+        for failure in &report.failures {
+            eprintln!("bench: FAILED: {failure}");
+        }
+        std::process::exit(1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,6 +224,8 @@ fn ratio(a: &[f64], b: &[f64]) -> String {
 
 struct Report {
     text: String,
+    /// What went wrong; the results are still written, and the run exits 1.
+    failures: Vec<String>,
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {
@@ -268,10 +276,9 @@ impl Report {
         );
         let _ = writeln!(
             text,
-            "Produced by `scripts/bench.sh{}` ({}). Medians with (min – max); every ratio \
-             compares two numbers measured side by side in this run.\n",
-            if quick { " --quick" } else { "" },
-            "bench/sessions.rs"
+            "Produced by `scripts/bench.sh{}` (bench/sessions.rs). Medians with (min – max); \
+             every ratio compares two numbers measured side by side in this run.\n",
+            if quick { " --quick" } else { "" }
         );
         let _ = writeln!(text, "| | |\n|---|---|");
         let _ = writeln!(
@@ -302,7 +309,10 @@ impl Report {
             manifest["kernel_release"].as_str().unwrap_or("?"),
             manifest["suite"].as_str().unwrap_or("?"),
         );
-        Report { text }
+        Report {
+            text,
+            failures: Vec::new(),
+        }
     }
 }
 
@@ -428,7 +438,7 @@ fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
                 }
                 total.push(whole);
             }
-            Err(e) => eprintln!("bench: {backend} run {run}: {e}"),
+            Err(e) => report.failures.push(format!("{backend} run {run}: {e}")),
         }
         bare_times.push(bare_first_line(&bare));
     }
@@ -733,14 +743,25 @@ fn plugin_loading(report: &mut Report, runs: usize) {
             .ccvm()
             .args(["--ccvm-plan", "--backend", "microvm"])
             .into_command();
-        command
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.args(extra).stderr(Stdio::null());
         let started = Instant::now();
-        let status = command.status().expect("ccvm runs");
-        assert!(status.success(), "ccvm --ccvm-plan failed");
-        started.elapsed().as_secs_f64()
+        let output = command.output().expect("ccvm runs");
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(output.status.success(), "ccvm --ccvm-plan failed");
+        // The plan says where each plugin came from; make sure the comparison is real.
+        let plan: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("the plan is JSON");
+        let sources: Vec<&serde_json::Value> = std::iter::once(&plan["backend"])
+            .chain(plan["policies"].as_array().into_iter().flatten())
+            .map(|p| &p["source"])
+            .collect();
+        let from_disk = sources.iter().filter(|s| s["kind"] == "library").count();
+        assert_eq!(
+            from_disk,
+            if extra.is_empty() { 0 } else { libraries.len() },
+            "plugin sources: {sources:?}"
+        );
+        elapsed
     };
     let flag = OsString::from("--plugin-dir");
     let dir = dir.into_os_string();
@@ -846,10 +867,10 @@ fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
         match lines.recv_timeout(left) {
             Ok((line, _)) if line == "mem-done" => break,
             Ok((line, _)) => {
-                if let Some((key, _)) = line.split_once(':') {
-                    if let Some(kib) = meminfo_kib(&line, key) {
-                        guest.insert(key.to_owned(), kib / 1024);
-                    }
+                if let Some((key, _)) = line.split_once(':')
+                    && let Some(kib) = meminfo_kib(&line, key)
+                {
+                    guest.insert(key.to_owned(), kib / 1024);
                 }
             }
             Err(_) => break,
@@ -883,13 +904,18 @@ fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
             text,
             "\n## Memory: an idle `--shell` session\n\n\
              Peak resident set (`VmHWM`) of each host process while the session sits idle \
-             after boot, and what the guest kernel reports free. Memory is configured, not \
-             reserved: the hypervisor's RSS is what the guest has touched.\n\n\
+             after boot, and what the guest kernel reports. Guest memory is configured, not \
+             reserved: the hypervisor's RSS is the guest memory touched so far plus QEMU \
+             itself (under TCG that includes its translated-code cache).\n\n\
              | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
              |---|---|---|---|---|---|---|---|"
         );
     }
     if guest.is_empty() {
+        report
+            .failures
+            .push(format!("memory {backend}/{transport}: {status:?} {stderr}"));
+        let text = &mut report.text;
         let _ = writeln!(
             text,
             "| {backend}/{transport} | failed: {status:?} {} |",
@@ -908,7 +934,7 @@ fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
             .map_or("–".to_owned(), |v| format!("{v} MiB"))
     };
     let _ = writeln!(
-        text,
+        report.text,
         "| {backend}/{transport} | {memory_mib} MiB | {} | {} | {} | {} | {} | {} |",
         mib("hypervisor"),
         mib("virtiofsd"),
@@ -955,8 +981,10 @@ done
 
 /// Results of one run of the workload: location → op → seconds.
 type Workload = BTreeMap<String, BTreeMap<String, f64>>;
+/// A workload's results and notes (file system types, failed operations).
+type WorkloadRun = (Workload, Vec<String>);
 
-fn parse_workload(output: &str) -> (Workload, Vec<String>) {
+fn parse_workload(output: &str) -> WorkloadRun {
     let mut results = Workload::new();
     let mut notes = Vec::new();
     for line in output.lines().map(|l| l.trim_end_matches('\r')) {
@@ -1013,7 +1041,7 @@ fn workload_env(sizes: &Sizes, locations: &str, repo: &str) -> String {
 }
 
 /// The workload on the host itself, in a directory on the same file system as the project.
-fn shared_dir_host(sizes: &Sizes) -> (Workload, Vec<String>) {
+fn shared_dir_host(sizes: &Sizes) -> WorkloadRun {
     let world = World::for_vm();
     make_repo(&world.path("project/repo"), sizes.repo_files);
     world.hand_over();
@@ -1036,7 +1064,7 @@ fn shared_dir_guest(
     backend: &str,
     transport: &str,
     sizes: &Sizes,
-) -> Result<(Workload, Vec<String>), String> {
+) -> Result<WorkloadRun, String> {
     let world = world(
         image,
         &format!("share_transport = \"{transport}\"\nwritable_cwd = true\n"),
@@ -1063,8 +1091,8 @@ fn shared_dir_guest(
 impl Report {
     fn shared_dir(
         &mut self,
-        host: &(Workload, Vec<String>),
-        rows: &[(String, Result<(Workload, Vec<String>), String>)],
+        host: &WorkloadRun,
+        rows: &[(String, Result<WorkloadRun, String>)],
         sizes: &Sizes,
     ) {
         let ops = [
@@ -1098,8 +1126,10 @@ impl Report {
              The same bash workload (`WORKLOAD` in bench/sessions.rs) on the host natively (as \
              the unprivileged user, in the project's file system), and in the guest over the \
              project share and on a guest tmpfs (`/dev/shm`), one session per backend and share \
-             transport. Each cell: time (ratio to the host; ratio to the guest's tmpfs in the \
-             same session). The big read drops the file's cached pages first \
+             transport; one run of each operation (the slow cells take tens of seconds). The \
+             ratios compare the share with the host and with the guest's tmpfs in the same \
+             session. `git status` runs twice: the first run after the repository moved \
+             refreshes the index. The big read drops the file's cached pages first \
              (`dd iflag=nocache`)."
         );
         let host_ops = host.0.get("host");
@@ -1112,6 +1142,7 @@ impl Report {
                 Ok(row) => row,
                 Err(e) => {
                     let _ = writeln!(text, "Failed: {e}");
+                    self.failures.push(format!("shared directory {name}: {e}"));
                     continue;
                 }
             };
@@ -1144,6 +1175,12 @@ impl Report {
             if !notes.is_empty() {
                 let _ = writeln!(text, "\nNotes: {}.", notes.join("; "));
             }
+            self.failures.extend(
+                notes
+                    .iter()
+                    .filter(|n| n.contains(" failed in "))
+                    .map(|n| format!("shared directory {name}: {n}")),
+            );
         }
     }
 }
