@@ -132,6 +132,16 @@ fn main() {
     host_preparation(&mut report, &image, &sizes);
     eprintln!("bench: plugins from disk vs built in");
     plugin_loading(&mut report, sizes.plan_runs);
+    let _ = writeln!(
+        report.text,
+        "\n## Memory: an idle `--shell` session\n\n\
+         Peak resident set (`VmHWM`) of each host process while the session sits idle after \
+         boot, and what the guest kernel reports. Guest memory is configured, not reserved: the \
+         hypervisor's RSS is the guest memory touched so far plus QEMU itself (under TCG that \
+         includes its translated-code cache).\n\n\
+         | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
     for (backend, transport) in &sizes.combos {
         eprintln!("bench: memory, {backend}/{transport}");
         memory(&mut report, &image, backend, transport);
@@ -325,17 +335,6 @@ fn epoch() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A world booting the stub image, with the machine's own acceleration choice (KVM where it
-/// works, TCG here); `populate` runs before the files go to the unprivileged user.
-fn world(image: &Path, config: &str, populate: impl FnOnce(&World)) -> World {
-    let world = World::for_vm();
-    populate(&world);
-    world.config(&format!("image = \"{}\"\n{config}", vm::STUB_IMAGE));
-    vm::install_stub_image(image, &world.path("cache"));
-    world.hand_over();
-    world
-}
-
 /// Reads `child`'s stdout line by line on a thread; each line arrives with the time it was read.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<(String, f64)> {
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -424,9 +423,9 @@ const PHASES: [(&str, &str); 6] = [
 ];
 
 fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
-    let world = world(image, "", |_| {});
+    let world = vm::image_world(image, "", |_| {});
     let plan = plan_json(&world, backend);
-    let bare = bare_command(&plan);
+    let mut bare = bare_command(&plan);
     let mut phases: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
     let mut total = Vec::new();
     let mut bare_times = Vec::new();
@@ -440,7 +439,7 @@ fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
             }
             Err(e) => report.failures.push(format!("{backend} run {run}: {e}")),
         }
-        bare_times.push(bare_first_line(&bare));
+        bare_times.push(bare_first_line(&mut bare));
     }
     let text = &mut report.text;
     let _ = writeln!(
@@ -563,8 +562,7 @@ fn bare_command(plan: &serde_json::Value) -> Command {
     command
 }
 
-fn bare_first_line(command: &Command) -> f64 {
-    let mut command = clone_command(command);
+fn bare_first_line(command: &mut Command) -> f64 {
     let start = epoch();
     let mut child = command.spawn().expect("the bare hypervisor starts");
     let lines = lines_of(&mut child);
@@ -575,15 +573,6 @@ fn bare_first_line(command: &Command) -> f64 {
     let _ = child.kill();
     let _ = child.wait();
     first
-}
-
-fn clone_command(command: &Command) -> Command {
-    let mut copy = Command::new(command.get_program());
-    copy.args(command.get_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    copy
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,7 +626,7 @@ fn host_preparation(report: &mut Report, image: &Path, sizes: &Sizes) {
         sizes.prep_reps
     );
     for (name, files, bytes) in homes {
-        let world = world(image, "", |w| fill_claude(&w.home(), files, bytes));
+        let world = vm::image_world(image, "", |w| fill_claude(&w.home(), files, bytes));
         let (mut plan_t, mut seed_t, mut keys_t, mut total_t) = (vec![], vec![], vec![], vec![]);
         let mut staged = 0;
         for _ in 0..sizes.prep_reps {
@@ -724,19 +713,6 @@ fn plugin_loading(report: &mut Report, runs: usize) {
         "ccvm_plugin_egress",
         "ccvm_plugin_clipboard",
     ];
-    if let Some(missing) = libraries
-        .iter()
-        .map(|l| harness_library(l))
-        .find(|p| !p.is_file())
-    {
-        let _ = writeln!(
-            report.text,
-            "\n## Plugins from disk vs built in\n\nLeft out: {} is not built (run \
-             `cargo build --release --workspace`, which `scripts/bench.sh` does).",
-            missing.display()
-        );
-        return;
-    }
     let dir = world.plugin_dir("plugins", &libraries);
     let time = |extra: &[&OsString]| {
         let mut command = world
@@ -782,13 +758,6 @@ fn plugin_loading(report: &mut Report, runs: usize) {
         cell(&loaded),
         ratio(&loaded, &builtin)
     );
-}
-
-fn harness_library(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_ccvm"))
-        .parent()
-        .expect("the binary has a directory")
-        .join(format!("lib{name}.so"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,7 +817,7 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 }
 
 fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
-    let world = world(
+    let world = vm::image_world(
         image,
         &format!("share_transport = \"{transport}\"\n"),
         |_| {},
@@ -898,19 +867,6 @@ fn memory(report: &mut Report, image: &Path, backend: &str, transport: &str) {
     }
     let status = finish(&mut child, SESSION_LIMIT);
     let stderr = stderr.join().unwrap_or_default();
-    let text = &mut report.text;
-    if !text.contains("## Memory") {
-        let _ = writeln!(
-            text,
-            "\n## Memory: an idle `--shell` session\n\n\
-             Peak resident set (`VmHWM`) of each host process while the session sits idle \
-             after boot, and what the guest kernel reports. Guest memory is configured, not \
-             reserved: the hypervisor's RSS is the guest memory touched so far plus QEMU \
-             itself (under TCG that includes its translated-code cache).\n\n\
-             | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
-             |---|---|---|---|---|---|---|---|"
-        );
-    }
     if guest.is_empty() {
         report
             .failures
@@ -1065,7 +1021,7 @@ fn shared_dir_guest(
     transport: &str,
     sizes: &Sizes,
 ) -> Result<WorkloadRun, String> {
-    let world = world(
+    let world = vm::image_world(
         image,
         &format!("share_transport = \"{transport}\"\nwritable_cwd = true\n"),
         |w| make_repo(&w.path("project/repo"), sizes.repo_files),
@@ -1073,19 +1029,17 @@ fn shared_dir_guest(
     // The project share, then a tmpfs in the guest (`/dev/shm`), with a copy of the repo.
     let script = workload_env(sizes, "share=$PWD tmpfs=/dev/shm/bench", "$PWD/repo");
     let (mut command, _) = session(&world, backend, &["--shell", "-c", &script]);
-    let mut child = command.spawn().map_err(|e| format!("ccvm: {e}"))?;
-    let lines = lines_of(&mut child);
-    let stderr = stderr_of(&mut child);
-    let status = finish(&mut child, SESSION_LIMIT);
-    let output: Vec<String> = lines.try_iter().map(|(line, _)| line).collect();
-    let stderr = stderr.join().unwrap_or_default();
-    if status.is_none_or(|s| !s.success()) {
+    let child = command.spawn().map_err(|e| format!("ccvm: {e}"))?;
+    let (output, in_time) = vm::output_within(child, SESSION_LIMIT);
+    if !in_time || !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!(
-            "session failed ({status:?}): {}",
+            "session failed ({}, within the limit: {in_time}): {}",
+            output.status,
             stderr.lines().last().unwrap_or("")
         ));
     }
-    Ok(parse_workload(&output.join("\n")))
+    Ok(parse_workload(&String::from_utf8_lossy(&output.stdout)))
 }
 
 impl Report {

@@ -139,13 +139,7 @@ fn doctor_names_each_missing_prerequisite_with_a_fix_and_changes_nothing() {
         "ssh is missing, so no session can start:\n{}",
         out.stdout
     );
-    let line = |what: &str| {
-        out.stdout
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(what))
-            .unwrap_or_else(|| panic!("no {what} line:\n{}", out.stdout))
-            .to_owned()
-    };
+    let line = |what: &str| doctor_line(&out.stdout, what);
     assert!(
         line("qemu-system-x86_64").starts_with("ok"),
         "{}",
@@ -181,13 +175,7 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
         ])
         .env("CCVM_ALLOW_ROOT", "1")
         .run();
-    let line = |what: &str| {
-        out.stdout
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(what))
-            .unwrap_or_else(|| panic!("no {what} line:\n{}", out.stdout))
-            .to_owned()
-    };
+    let line = |what: &str| doctor_line(&out.stdout, what);
     assert!(
         line("egress").contains("locked to an allowlist"),
         "{}",
@@ -217,7 +205,11 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
         .args(["--ccvm-doctor", "192.0.2.1:22"])
         .env("CCVM_ALLOW_ROOT", "1")
         .run();
-    assert!(line_starting(&out.stdout, "ok    192.0.2.1:22").contains("egress is open"));
+    let open = doctor_line(&out.stdout, "192.0.2.1:22");
+    assert!(
+        open.starts_with("ok") && open.contains("egress is open"),
+        "{open}"
+    );
 
     let out = world
         .ccvm()
@@ -232,10 +224,13 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
     );
 }
 
-fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{text}"))
+/// The `--ccvm-doctor` line about `what` (its second column).
+fn doctor_line(stdout: &str, what: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(what))
+        .unwrap_or_else(|| panic!("no {what} line:\n{stdout}"))
+        .to_owned()
 }
 
 #[test]

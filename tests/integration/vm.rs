@@ -131,14 +131,26 @@ pub fn stub_world(
             return None;
         }
     };
+    Some(image_world(
+        image,
+        &format!("acceleration = \"tcg\"\n{config}"),
+        populate,
+    ))
+}
+
+/// A VM world booting `image` (installed as the stub image) with `config` in its config file;
+/// `populate` runs before the world is handed to the test user.
+pub fn image_world(
+    image: &Path,
+    config: &str,
+    populate: impl FnOnce(&crate::harness::World),
+) -> crate::harness::World {
     let world = crate::harness::World::for_vm();
     populate(&world);
-    world.config(&format!(
-        "image = \"{STUB_IMAGE}\"\nacceleration = \"tcg\"\n{config}"
-    ));
+    world.config(&format!("image = \"{STUB_IMAGE}\"\n{config}"));
     install_stub_image(image, &world.path("cache"));
     world.hand_over();
-    Some(world)
+    world
 }
 
 /// Makes the stub image visible as `test` in `cache` (a world's `XDG_CACHE_HOME`) through
