@@ -739,7 +739,7 @@ fn plugin_loading(report: &mut Report, runs: usize) {
         );
         elapsed
     };
-    let flag = OsString::from("--plugin-dir");
+    let flag = OsString::from("--ccvm-plugin-dir");
     let dir = dir.into_os_string();
     let (mut builtin, mut loaded) = (Vec::new(), Vec::new());
     for _ in 0..runs {
@@ -751,7 +751,7 @@ fn plugin_loading(report: &mut Report, runs: usize) {
         "\n## Plugins from disk vs built in ({runs} runs each, alternating)\n\n\
          `ccvm --ccvm-plan --backend microvm` as a whole process (start, config, plugin \
          discovery and checks, planning, JSON), with the backend and the three policies built \
-         into the binary vs loaded as `.so` files from `--plugin-dir`.\n\n\
+         into the binary vs loaded as `.so` files from `--ccvm-plugin-dir`.\n\n\
          | plugins | time | ratio |\n|---|---|---|\n\
          | built in | {} | 1.0× |\n| from disk (4 libraries) | {} | {} |",
         cell(&builtin),

@@ -103,7 +103,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             "--ccvm-debug" => flags.debug = true,
             "--writable-cwd" => flags.writable_cwd = Some(true),
             "--read-only-cwd" => flags.writable_cwd = Some(false),
-            "--backend" | "--plugin-dir" => {
+            "--backend" | "--ccvm-plugin-dir" => {
                 let value = args.next().ok_or_else(|| {
                     Error::usage(format!("{text} needs a value, e.g. `{text} <value>`"))
                 })?;
@@ -116,10 +116,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             _ if text.starts_with("--backend=") => {
                 flags.backend = Some(text["--backend=".len()..].to_owned());
             }
-            _ if text.starts_with("--plugin-dir=") => {
+            _ if text.starts_with("--ccvm-plugin-dir=") => {
                 flags
                     .plugin_dirs
-                    .push(PathBuf::from(&text["--plugin-dir=".len()..]));
+                    .push(PathBuf::from(&text["--ccvm-plugin-dir=".len()..]));
             }
             "--ccvm-image" => {
                 let words = args
@@ -254,9 +254,9 @@ mod tests {
     fn equals_forms_and_repeated_plugin_dirs() {
         let inv = parse_bytes(&[
             b"--backend=virt",
-            b"--plugin-dir",
+            b"--ccvm-plugin-dir",
             b"/a",
-            b"--plugin-dir=/b",
+            b"--ccvm-plugin-dir=/b",
             b"--writable-cwd",
         ]);
         assert_eq!(inv.flags.backend.as_deref(), Some("virt"));

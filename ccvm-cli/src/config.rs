@@ -119,7 +119,7 @@ pub struct RunConfig {
     pub lock_guest_memory: bool,
     pub hypervisor_sandbox: bool,
     pub image: String,
-    /// `--plugin-dir`, in order.
+    /// `--ccvm-plugin-dir`, in order.
     pub plugin_dirs_flag: Vec<PathBuf>,
     /// `CCVM_PLUGIN_PATH`, in order.
     pub plugin_dirs_env: Vec<PathBuf>,

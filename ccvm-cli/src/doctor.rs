@@ -34,7 +34,7 @@ impl Report {
     }
 
     fn program(&mut self, env: &Env, name: &str, package: &str, why: &str, required: bool) {
-        match which::which_in(name, env.get("PATH"), "/") {
+        match host::find_program(name, env).ok_or(()) {
             Ok(path) => self.add(Level::Ok, name, format!("{} ({why})", path.display())),
             Err(_) => self.add(
                 if required { Level::Fail } else { Level::Warn },
@@ -107,19 +107,12 @@ pub fn run(
         ),
     }
 
-    match crate::refuse_root(env) {
-        Err(e) => report.add(
+    if let Err(e) = crate::refuse_root() {
+        report.add(
             Level::Fail,
             "user",
             format!("{e}; fix: {}", e.hint().unwrap_or_default()),
-        ),
-        Ok(()) if nix::unistd::getuid().is_root() => report.add(
-            Level::Warn,
-            "user",
-            "running as root because CCVM_ALLOW_ROOT=1; files the agent creates may be root-owned"
-                .to_owned(),
-        ),
-        Ok(()) => {}
+        );
     }
 
     report.program(env, "ssh", "openssh-client", "the session channel", true);

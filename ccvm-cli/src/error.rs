@@ -44,6 +44,10 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// The project directory may not be shared (S5.1).
+    #[error("ccvm will not share the project directory {}: it {why}", path.display())]
+    ProjectDir { path: PathBuf, why: String },
+
     /// A host I/O operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -60,7 +64,8 @@ impl Error {
             Error::Usage { .. }
             | Error::Config(_)
             | Error::PluginUnavailable { .. }
-            | Error::Unsupported { .. } => 2,
+            | Error::Unsupported { .. }
+            | Error::ProjectDir { .. } => 2,
             Error::PluginCall { error, .. } if error.class == ErrorClass::Invalid => 2,
             Error::PluginCall { .. } | Error::Host { .. } | Error::Io { .. } => 1,
         }
@@ -82,6 +87,12 @@ impl Error {
                 ),
                 ErrorClass::Failed => None,
             },
+            Error::ProjectDir { .. } => Some(
+                "the VM sees the project read-write; run ccvm from the project's own directory \
+                 (e.g. ~/src/my-project), never from your home or a directory holding your \
+                 credentials"
+                    .to_owned(),
+            ),
             Error::Io { .. } => None,
         }
     }

@@ -24,7 +24,8 @@ CCVM FLAGS
     --backend NAME        backend plugin that boots the VM (also --backend=NAME)
     --writable-cwd        project edits land on the host live (default)
     --read-only-cwd       host project is read-only; edits go to an overlay discarded at exit
-    --plugin-dir DIR      search DIR for plugins first (repeatable)
+    --ccvm-plugin-dir DIR search DIR for ccvm plugins first (repeatable; also =DIR).
+                          claude's own --plugin-dir is passed to claude
     --ccvm-debug          stream the guest console to stderr and keep the scratch directory
 
 MANAGEMENT
@@ -70,14 +71,13 @@ OPTIONS (config key [environment variable]: meaning)
     guest only through the ssh session's environment, never a file or a command line)
 
 ENVIRONMENT (besides the CCVM_* options above)
-    CCVM_ALLOW_ROOT=1     let ccvm run as root (refused otherwise)
     CCVM_TIMINGS=FILE     write when each phase of the session was reached (JSON, seconds
                           since the Unix epoch) to FILE when it ends; used by the benchmarks
 
 PLUGINS
-    Searched in this order, first hit per kind and name wins: --plugin-dir, CCVM_PLUGIN_PATH,
-    plugin_dirs, ~/.local/lib/ccvm/plugins, /usr/local/lib/ccvm/plugins, {SYSTEM_PLUGIN_DIR},
-    then the plugins built into this binary. Directories and files that are group- or
+    Searched in this order, first hit per kind and name wins: --ccvm-plugin-dir,
+    CCVM_PLUGIN_PATH, plugin_dirs, ~/.local/lib/ccvm/plugins, /usr/local/lib/ccvm/plugins,
+    {SYSTEM_PLUGIN_DIR}, then the plugins built into this binary. Directories and files that are group- or
     world-writable, or owned by neither root nor you, are refused.
 
 EXIT STATUS

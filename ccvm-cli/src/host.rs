@@ -2,6 +2,7 @@
 //! host on their behalf. Reads and lookups only; nothing here writes or starts a session.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub fn base_facts(env: &Env) -> Result<HostFacts, Error> {
             path: PathBuf::from("."),
             source,
         })?;
+    crate::boundary::check_project_dir(&cwd, &home)?;
     Ok(HostFacts {
         host_arch: std::env::consts::ARCH.to_owned(),
         uid: uid.as_raw(),
@@ -68,12 +70,11 @@ pub fn utf8(path: &Path, what: &str) -> Result<String, Error> {
 
 /// Fills in what `requirements` asks for.
 pub fn gather(facts: &mut HostFacts, requirements: &Requirements, env: &Env) {
-    let path_var = env.get("PATH").map(|p| p.to_owned());
     for program in &requirements.programs {
         if facts.programs.contains_key(program) {
             continue;
         }
-        let found = find_program(program, path_var.as_deref());
+        let found = find_program(program, env).and_then(|p| p.to_str().map(str::to_owned));
         facts.programs.insert(program.clone(), found);
     }
     let pending: Vec<&String> = requirements
@@ -91,7 +92,7 @@ pub fn gather(facts: &mut HostFacts, requirements: &Requirements, env: &Env) {
         }
     }
     if requirements.git_global_config && facts.git_global_config.is_none() {
-        facts.git_global_config = git_global_config(path_var.as_deref(), &home, env);
+        facts.git_global_config = git_global_config(&home, env);
     }
     if requirements.tsc_khz && facts.tsc_khz.is_none() {
         facts.tsc_khz = tsc_khz();
@@ -105,16 +106,41 @@ fn expand_home(path: &str, home: &Path) -> PathBuf {
     }
 }
 
-fn find_program(program: &str, path_var: Option<&std::ffi::OsStr>) -> Option<String> {
+/// `PATH` with only its absolute entries (S3.3). An empty entry means "the current
+/// directory" to a shell, and a relative one is relative to it: both would let a project
+/// directory (or whatever directory ccvm is started from) plant a `git` or `qemu-system-*`
+/// that ccvm then runs on the host.
+pub fn absolute_path_var(env: &Env) -> Option<OsString> {
+    let path = env.get("PATH")?;
+    let entries: Vec<PathBuf> = std::env::split_paths(path)
+        .filter(|entry| entry.is_absolute())
+        .collect();
+    std::env::join_paths(entries).ok()
+}
+
+/// The absolute path of `program`: itself when absolute and executable, else the first
+/// executable of that name in the absolute entries of `PATH`.
+pub fn find_program(program: &str, env: &Env) -> Option<PathBuf> {
     if program.starts_with('/') {
         let executable = std::fs::metadata(program)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        return executable.then(|| program.to_owned());
+        return executable.then(|| PathBuf::from(program));
     }
-    let cwd = std::env::current_dir().ok()?;
-    which::which_in(program, path_var, cwd)
-        .ok()
-        .and_then(|p| p.to_str().map(str::to_owned))
+    if program.contains('/') {
+        // `bin/qemu`: relative to the current directory, which ccvm never trusts.
+        return None;
+    }
+    let path = absolute_path_var(env)?;
+    // Every entry is absolute, so the working directory `which` is given never matters.
+    which::which_in(program, Some(path), "/").ok()
+}
+
+/// [`find_program`], or the error a missing host program is: what to install.
+pub fn require_program(program: &str, package: &str, env: &Env) -> Result<PathBuf, Error> {
+    find_program(program, env).ok_or_else(|| Error::Host {
+        message: format!("`{program}` was not found in the absolute entries of PATH"),
+        hint: Some(format!("install the Debian/Ubuntu package `{package}`")),
+    })
 }
 
 /// Resolves names in parallel, bounded by [`RESOLVE_TIMEOUT`] in total; a name that has not
@@ -196,12 +222,8 @@ fn parse_git_list(output: &[u8]) -> Vec<(String, String)> {
 
 /// The global git config as git itself reads it (includes resolved), plus the global
 /// excludes file's content. `None` when git is not installed.
-fn git_global_config(
-    path_var: Option<&std::ffi::OsStr>,
-    home: &Path,
-    env: &Env,
-) -> Option<GitConfigFact> {
-    let git = find_program("git", path_var)?;
+fn git_global_config(home: &Path, env: &Env) -> Option<GitConfigFact> {
+    let git = find_program("git", env)?;
     let run = |args: &[&str]| {
         Command::new(&git)
             .args(args)
@@ -291,9 +313,26 @@ mod tests {
         let file = dir.path().join("tool");
         std::fs::write(&file, "#!/bin/sh\n").expect("write");
         let path = file.to_str().expect("utf8");
-        assert_eq!(find_program(path, None), None);
+        let env = Env::from_pairs([]);
+        assert_eq!(find_program(path, &env), None);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        assert_eq!(find_program(path, None).as_deref(), Some(path));
+        assert_eq!(find_program(path, &env), Some(file.clone()));
+    }
+
+    /// S3.3: only absolute entries survive (the integration test `cli::…planted…` runs the
+    /// binary from a project holding planted programs).
+    #[test]
+    fn absolute_path_var_keeps_only_absolute_entries() {
+        let env = Env::from_pairs([("PATH", ":bin:./x:/usr/bin::/bin")]);
+        assert_eq!(
+            absolute_path_var(&env),
+            Some(OsString::from("/usr/bin:/bin"))
+        );
+        assert_eq!(
+            find_program("bin/git", &env),
+            None,
+            "a relative path is never run"
+        );
     }
 
     #[test]

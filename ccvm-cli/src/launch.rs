@@ -41,12 +41,7 @@ struct RunDir {
 impl RunDir {
     /// `scrub`: the API key variable, which the reaper has no use for.
     fn create(path: &Path, keep: bool, scrub: &str) -> Result<RunDir, Error> {
-        if let Some(parent) = path.parent() {
-            seed::private_dir(parent, true)?;
-        }
-        // A leftover of a killed run with this pid is ours to replace.
-        let _ = fs::remove_dir_all(path);
-        seed::private_dir(path, false)?;
+        crate::dirs::create_run_dir(path)?;
         let reaper = if keep {
             None
         } else {
@@ -94,7 +89,7 @@ impl Drop for RunDir {
 }
 
 /// `--ccvm-reap DIR`: waits for stdin to close, then removes `DIR`, which must be a ccvm run
-/// directory (`…/run-<pid>`) owned by us.
+/// directory (`…/run-<random>` or `…/ccvm-run-<random>`) owned by us.
 pub fn reap(dir: &Path) -> u8 {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
@@ -108,7 +103,7 @@ pub fn reap(dir: &Path) -> u8 {
     let is_run_dir = dir
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("run-"));
+        .is_some_and(|n| crate::dirs::RUN_PREFIXES.iter().any(|p| n.starts_with(p)));
     let ours = fs::symlink_metadata(dir)
         .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::getuid().as_raw());
     if is_run_dir && ours {
@@ -261,11 +256,7 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
     for warning in seed::write(seed_dir, &plan.seed.manifest, argv, &plan.seed.files)? {
         eprintln!("ccvm: warning: {warning}");
     }
-    let ssh_keygen =
-        which::which_in("ssh-keygen", env.get("PATH"), "/").map_err(|_| Error::Host {
-            message: "`ssh-keygen` was not found on PATH".to_owned(),
-            hint: Some("install the Debian/Ubuntu package `openssh-client`".to_owned()),
-        })?;
+    let ssh_keygen = crate::host::require_program("ssh-keygen", "openssh-client", env)?;
     seed::generate_keys(&ssh_keygen, &run_dir.path, seed_dir)?;
 
     // `persist_claude_projects`: the host side of the share must exist before QEMU opens it.
@@ -337,11 +328,7 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         }
     }
 
-    let ssh =
-        which::which_in(&plan.ssh.program, env.get("PATH"), "/").map_err(|_| Error::Host {
-            message: format!("`{}` was not found on PATH", plan.ssh.program),
-            hint: Some("install the Debian/Ubuntu package `openssh-client`".to_owned()),
-        })?;
+    let ssh = crate::host::require_program(&plan.ssh.program, "openssh-client", env)?;
     let mut child = Command::new(ssh)
         .args(&plan.ssh.args)
         .stdin(Stdio::inherit())

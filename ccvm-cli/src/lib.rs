@@ -12,7 +12,9 @@
 
 pub mod accel;
 pub mod args;
+pub mod boundary;
 pub mod config;
+pub mod dirs;
 pub mod doctor;
 pub mod error;
 pub mod help;
@@ -93,7 +95,7 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
             print(&(json + "\n"))
         }
         Action::Run => {
-            refuse_root(env)?;
+            refuse_root()?;
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
             let mut plan =
@@ -116,16 +118,18 @@ fn print_warnings(plan: &planner::LaunchPlan) {
     }
 }
 
-/// S11.3: a passthrough share would let the guest create root-owned or setuid files.
-pub(crate) fn refuse_root(env: &Env) -> Result<(), Error> {
-    let allowed = env.get("CCVM_ALLOW_ROOT").is_some_and(|v| v == "1");
-    if nix::unistd::getuid().is_root() && !allowed {
+/// S11.3: as root, the agent would be root in the guest and the project share would let it
+/// create root-owned or setuid files on the host. There is deliberately no override.
+pub(crate) fn refuse_root() -> Result<(), Error> {
+    if nix::unistd::getuid().is_root() {
         return Err(Error::Host {
-            message: "ccvm refuses to run as root: the project share would let the guest create \
-                      root-owned or setuid files in it"
+            message: "ccvm refuses to run as root: the agent would be root in the VM, and the \
+                      project share would let it create root-owned or setuid files on the host"
                 .to_owned(),
             hint: Some(
-                "run ccvm as your own user (or set CCVM_ALLOW_ROOT=1 if you must)".to_owned(),
+                "run ccvm as an unprivileged user who owns the project (e.g. \
+                 `useradd -m dev && chown -R dev <project> && su - dev`)"
+                    .to_owned(),
             ),
         });
     }

@@ -26,6 +26,17 @@ const FATAL_PREFIX: &str = "ccvm-guest: fatal:";
 
 /// A process from a plan, set to die with ccvm, without the variables in `scrub`.
 fn command(planned: &PlannedCommand, log: &Path, scrub: &[&str]) -> Result<Command, Error> {
+    // Plugins name programs found by the host (absolute); a bare name would make
+    // `Command` search PATH, relative entries included (S3.3).
+    if !Path::new(&planned.program).is_absolute() {
+        return Err(Error::Host {
+            message: format!(
+                "the backend planned to run `{}`, which is not an absolute path",
+                planned.program
+            ),
+            hint: Some("this is a bug in the backend plugin; report it to its author".to_owned()),
+        });
+    }
     let file = fs::File::create(log).map_err(|source| Error::Io {
         what: "cannot create",
         path: log.to_owned(),

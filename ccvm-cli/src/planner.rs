@@ -142,16 +142,6 @@ pub struct LaunchPlan {
     pub config: RunConfig,
 }
 
-/// The per-run directory: `$XDG_RUNTIME_DIR/ccvm/run-<pid>`, or a private directory in the
-/// temp dir when there is no runtime dir (S6.4). Only named here; the launcher creates it.
-pub fn run_dir(env: &Env, uid: u32) -> PathBuf {
-    let base = env
-        .abs_path("XDG_RUNTIME_DIR")
-        .map(|d| d.join("ccvm"))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("ccvm-{uid}")));
-    base.join(format!("run-{}", std::process::id()))
-}
-
 /// A loopback port that is free right now, for the ssh forward.
 fn free_loopback_port() -> Result<u16, Error> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
@@ -388,7 +378,7 @@ pub fn plan(
         diagnostics.push(Diagnostic::warning(warning.clone()));
     }
 
-    let run_dir = run_dir(env, facts.uid);
+    let run_dir = crate::dirs::run_dir_candidate(env)?;
     let run = host::utf8(&run_dir, "the run directory")?;
     let guest_arch = if caps.guest_arch == "host" {
         facts.host_arch.clone()

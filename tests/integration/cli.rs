@@ -21,7 +21,7 @@ fn help_documents_flags_variables_and_config_files_and_creates_no_file() {
     for needle in [
         "--shell",
         "--backend NAME",
-        "--plugin-dir DIR",
+        "--ccvm-plugin-dir DIR",
         "--read-only-cwd",
         "--ccvm-plan",
         "--ccvm-plugins",
@@ -132,7 +132,6 @@ fn doctor_names_each_missing_prerequisite_with_a_fix_and_changes_nothing() {
         .ccvm()
         .arg("--ccvm-doctor")
         .env("PATH", world.path("bin"))
-        .env("CCVM_ALLOW_ROOT", "1")
         .run();
     assert_eq!(
         out.code, 1,
@@ -173,7 +172,6 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
             "http://localhost:8080/health",
             "192.0.2.1",
         ])
-        .env("CCVM_ALLOW_ROOT", "1")
         .run();
     let line = |what: &str| doctor_line(&out.stdout, what);
     assert!(
@@ -200,11 +198,7 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
     assert_eq!(world.tree(), before, "the doctor wrote something");
 
     world.config("");
-    let out = world
-        .ccvm()
-        .args(["--ccvm-doctor", "192.0.2.1:22"])
-        .env("CCVM_ALLOW_ROOT", "1")
-        .run();
+    let out = world.ccvm().args(["--ccvm-doctor", "192.0.2.1:22"]).run();
     let open = doctor_line(&out.stdout, "192.0.2.1:22");
     assert!(
         open.starts_with("ok") && open.contains("egress is open"),
@@ -233,30 +227,186 @@ fn doctor_line(stdout: &str, what: &str) -> String {
         .to_owned()
 }
 
+/// S11.3: a session as root is refused, and there is no escape hatch: a passthrough share
+/// would let the guest (whose agent would be root) plant root-owned or setuid files in the
+/// project, and sshd refuses root logins anyway. `CCVM_ALLOW_ROOT=1` changes nothing.
 #[test]
-fn a_session_as_root_is_refused_unless_allowed() {
+fn a_session_as_root_is_refused_without_an_escape_hatch() {
     if !nix::unistd::getuid().is_root() {
         eprintln!("skipped: the root refusal (S11.3) needs the tests to run as root");
         return;
     }
     let world = World::new();
+    for allow in [None, Some("1")] {
+        let mut ccvm = world.ccvm().args(["--shell", "-c", "true"]);
+        if let Some(value) = allow {
+            ccvm = ccvm.env("CCVM_ALLOW_ROOT", value);
+        }
+        let out = ccvm.run().expect_code(1);
+        assert!(
+            out.error_line().contains("refuses to run as root"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.hint_line().contains("as an unprivileged user"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("CCVM_ALLOW_ROOT"), "{}", out.stderr);
+        assert!(
+            !world.path("runtime/ccvm").exists(),
+            "nothing may be started"
+        );
+    }
+}
+
+/// S5.1: `cd ~ && ccvm` (and `/`, an ancestor of the home, a directory holding `~/.claude` or
+/// `~/.ssh` through a link) is refused with exit 2 before anything is created or run.
+#[test]
+fn a_project_that_is_or_holds_the_home_or_a_secret_store_is_refused() {
+    let world = World::new();
+    std::fs::create_dir_all(world.home().join(".claude")).expect("mkdir");
+    std::fs::create_dir_all(world.home().join("dotfiles/ssh")).expect("mkdir");
+    std::os::unix::fs::symlink(world.home().join("dotfiles/ssh"), world.home().join(".ssh"))
+        .expect("symlink");
+    world.hand_over();
+    let before = world.tree();
+    for (dir, why) in [
+        (world.home(), "it is your home directory"),
+        (
+            world.root.path().to_owned(),
+            "it contains your home directory",
+        ),
+        (std::path::PathBuf::from("/"), "it is the root directory"),
+        (world.home().join("dotfiles"), "it contains"),
+        (world.home().join(".claude"), "it contains"),
+    ] {
+        for action in [&["--ccvm-plan"][..], &["--shell", "-c", "true"]] {
+            let out = world
+                .ccvm()
+                .as_user()
+                .current_dir(&dir)
+                .args(action)
+                .run()
+                .expect_code(2);
+            let error = out.error_line();
+            assert!(
+                error.contains(&format!("project directory {}", dir.display()))
+                    && error.contains(why),
+                "{}: {error}",
+                dir.display()
+            );
+            assert!(out.hint_line().contains("project's own directory"));
+        }
+    }
+    assert_eq!(world.tree(), before, "a refused launch created something");
+}
+
+/// S3.3: an empty or relative `PATH` entry (`PATH=:/usr/bin`) never makes ccvm run a program
+/// planted in the project directory, not even for `--ccvm-plan`.
+#[test]
+fn programs_planted_in_the_project_never_run_through_an_empty_path_entry() {
+    let world = World::new();
+    let marker = world.path("planted-ran");
+    for program in ["git", "qemu-system-x86_64", "ssh", "ssh-keygen"] {
+        let path = world.path("project").join(program);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho {program} >> {}\n", marker.display()),
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    for path in [":/usr/bin:/bin", ".:/usr/bin:/bin", "/usr/bin::/bin"] {
+        let out = world.ccvm().arg("--ccvm-plan").env("PATH", path).run();
+        let hypervisor = if out.code == 0 {
+            out.json()["machine"]["hypervisor"]["program"]
+                .as_str()
+                .expect("program")
+                .to_owned()
+        } else {
+            String::new()
+        };
+        assert!(
+            !hypervisor.starts_with(&world.path("project").display().to_string()),
+            "PATH={path}: planned {hypervisor}"
+        );
+    }
+    assert!(
+        !marker.exists(),
+        "a planted program ran: {:?}",
+        std::fs::read_to_string(&marker)
+    );
+}
+
+/// S6.4: a runtime directory others may enter, or a `ccvm` directory in it that someone else
+/// prepared, is refused with its name; nothing is written into it.
+#[test]
+fn a_loose_or_foreign_run_directory_is_refused_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let runtime = world.path("runtime");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(1);
+    assert!(
+        out.error_line()
+            .contains(&format!("XDG_RUNTIME_DIR {}", runtime.display()))
+            && out.error_line().contains("mode 0755"),
+        "{}",
+        out.stderr
+    );
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let prepared = runtime.join("ccvm");
+    std::fs::create_dir(&prepared).expect("mkdir");
+    world.hand_over();
+    std::fs::set_permissions(&prepared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let out = world
         .ccvm()
+        .as_user()
         .args(["--shell", "-c", "true"])
         .run()
         .expect_code(1);
     assert!(
-        out.error_line().contains("refuses to run as root"),
+        out.error_line().contains(&prepared.display().to_string()),
         "{}",
         out.stderr
     );
-    assert!(
-        out.hint_line().contains("CCVM_ALLOW_ROOT=1"),
-        "{}",
-        out.stderr
+    assert_eq!(
+        std::fs::read_dir(&prepared).expect("read").count(),
+        0,
+        "ccvm wrote into a directory it refused"
     );
+}
+
+/// S6.4: without `XDG_RUNTIME_DIR` the run directory is a fresh, randomly named one in the
+/// temp dir, never a predictable path another user could create first.
+#[test]
+fn without_a_runtime_dir_the_run_directory_is_random_and_fresh() {
+    let world = World::new();
+    let tmp = world.path("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let plan = |_: u8| {
+        world
+            .ccvm()
+            .arg("--ccvm-plan")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &tmp)
+            .run()
+            .expect_code(0)
+            .json()["run_dir"]
+            .as_str()
+            .expect("run_dir")
+            .to_owned()
+    };
+    let (a, b) = (plan(0), plan(1));
+    assert_ne!(a, b, "the run directory's name must not be predictable");
+    let name = std::path::Path::new(&a).file_name().expect("name");
     assert!(
-        !world.path("runtime/ccvm").exists(),
-        "nothing may be started"
+        a.starts_with(&tmp.display().to_string())
+            && name.to_string_lossy().starts_with("ccvm-run-")
+            && name.len() == "ccvm-run-".len() + 16,
+        "{a}"
     );
 }

@@ -27,6 +27,12 @@ impl World {
         for dir in ["home", "config", "cache", "runtime", "project", "bin"] {
             std::fs::create_dir(world.path(dir)).expect("mkdir");
         }
+        // Like /run/user/<uid>: ccvm refuses a runtime directory others can enter (S6.4).
+        std::fs::set_permissions(
+            world.path("runtime"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
         for program in FAKE_PROGRAMS {
             let path = world.path("bin").join(program);
             std::fs::write(&path, "#!/bin/sh\necho \"fake $0 $*\" >&2\nexit 0\n").expect("write");
@@ -176,6 +182,30 @@ impl Ccvm {
         for arg in args {
             self.command.arg(arg.into());
         }
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
+    /// Runs it as the unprivileged test user when the tests run as root (ccvm refuses to
+    /// start a session as root, S11.3). The world must have been handed over.
+    pub fn as_user(mut self) -> Self {
+        if nix::unistd::getuid().is_root() {
+            use std::os::unix::process::CommandExt;
+            self.command
+                .uid(crate::vm::TEST_UID)
+                .gid(crate::vm::TEST_UID)
+                .env("USER", crate::vm::TEST_USER);
+        }
+        self
+    }
+
+    /// Runs it from `dir` instead of the world's project directory.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.command.current_dir(dir);
         self
     }
 

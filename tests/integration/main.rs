@@ -13,6 +13,7 @@ mod boot;
 mod cli;
 mod config;
 mod image;
+mod passthrough;
 mod plan;
 mod plugins;
 mod session;

@@ -102,7 +102,7 @@ fn invalid_settings_for_a_loaded_policy_are_a_config_error() {
     let out = world
         .ccvm()
         .arg("--ccvm-plan")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(2);
@@ -126,7 +126,7 @@ fn future_api_plugin_is_skipped_with_warning_and_refused_by_name() {
     let out = world
         .ccvm()
         .arg("--ccvm-plan")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(0);
@@ -142,7 +142,12 @@ fn future_api_plugin_is_skipped_with_warning_and_refused_by_name() {
 
     let out = world
         .ccvm()
-        .args(["--ccvm-plan", "--backend", "future-api", "--plugin-dir"])
+        .args([
+            "--ccvm-plan",
+            "--backend",
+            "future-api",
+            "--ccvm-plugin-dir",
+        ])
         .arg(&dir)
         .run()
         .expect_code(2);
@@ -162,7 +167,7 @@ fn wrong_kind_plugin_is_refused_naming_the_kind() {
     let listing = world
         .ccvm()
         .arg("--ccvm-plugins")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(0);
@@ -175,7 +180,12 @@ fn wrong_kind_plugin_is_refused_naming_the_kind() {
     );
     let out = world
         .ccvm()
-        .args(["--ccvm-plan", "--backend", "wrong-kind", "--plugin-dir"])
+        .args([
+            "--ccvm-plan",
+            "--backend",
+            "wrong-kind",
+            "--ccvm-plugin-dir",
+        ])
         .arg(&dir)
         .run()
         .expect_code(2);
@@ -221,7 +231,7 @@ fn panicking_plugin_becomes_an_error_and_ccvm_survives() {
     let dir = world.plugin_dir("plugins", &["ccvm_fixture_panicking"]);
     let out = world
         .ccvm()
-        .args(["--ccvm-plan", "--backend", "panicking", "--plugin-dir"])
+        .args(["--ccvm-plan", "--backend", "panicking", "--ccvm-plugin-dir"])
         .arg(&dir)
         .env("RUST_BACKTRACE", "0")
         .run()
@@ -243,7 +253,7 @@ fn world_writable_plugin_dir_is_refused() {
     let out = world
         .ccvm()
         .arg("--ccvm-plugins")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(2);
@@ -267,7 +277,7 @@ fn group_writable_plugin_file_is_skipped() {
     let out = world
         .ccvm()
         .arg("--ccvm-plugins")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(0);
@@ -296,7 +306,7 @@ fn loaded_backend_shadows_the_builtin_and_plans_identically_through_the_binary()
     let loaded = world
         .ccvm()
         .arg("--ccvm-plan")
-        .arg("--plugin-dir")
+        .arg("--ccvm-plugin-dir")
         .arg(&dir)
         .run()
         .expect_code(0)

@@ -220,3 +220,70 @@ pub fn output_within(mut child: Child, limit: Duration) -> (Output, bool) {
     };
     (output, in_time)
 }
+
+/// The real image, or `None` after printing why it cannot be used (a failure instead under
+/// `CCVM_REQUIRE_REAL_IMAGE=1`).
+pub fn real_image_or_skip() -> Option<PathBuf> {
+    match real_image() {
+        Ok(image) => Some(image),
+        Err(reason) => {
+            if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
+                panic!("the real-image test is required but cannot run: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+/// The real Claude Code binary of the real image, extracted once per image into `target/`
+/// (`rdsquashfs`, from squashfs-tools-ng), for host-side checks of its behaviour. `None`
+/// after printing why (a failure under `CCVM_REQUIRE_REAL_IMAGE=1`).
+pub fn real_claude_binary() -> Option<PathBuf> {
+    let image = real_image_or_skip()?;
+    let key = image.file_name().expect("the image dir has a name");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("real-claude")
+        .join(key);
+    let binary = out.join("claude");
+    if binary.is_file() {
+        return Some(binary);
+    }
+    if which::which("rdsquashfs").is_err() {
+        let reason = "`rdsquashfs` is not installed (package squashfs-tools-ng)";
+        if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
+            panic!("the real-image test is required but cannot run: {reason}");
+        }
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let partial = out.join(format!("claude.{}", std::process::id()));
+    let file = std::fs::File::create(&partial).expect("create");
+    let status = Command::new("rdsquashfs")
+        .args(["-c", "/usr/local/bin/claude"])
+        .arg(image.join("root.img"))
+        .stdout(file)
+        .status()
+        .expect("rdsquashfs runs");
+    assert!(status.success(), "rdsquashfs could not extract claude");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&partial, &binary).expect("rename");
+    Some(binary)
+}
+
+/// Runs the real Claude Code on the host with nothing of the user's: an empty environment
+/// (but a throwaway `HOME`) and no network use intended. Returns its stdout.
+pub fn run_real_claude(binary: &Path, args: &[&str]) -> String {
+    let home = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(binary)
+        .args(args)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the real claude runs");
+    String::from_utf8(output.stdout).expect("UTF-8 help")
+}

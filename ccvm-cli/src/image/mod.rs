@@ -149,7 +149,7 @@ fn progress(step: usize, total: usize, text: &str) {
 }
 
 fn tool(name: &str, package: &str, env: &Env) -> Result<PathBuf, Error> {
-    which::which_in(name, env.get("PATH"), "/").map_err(|_| Error::Host {
+    crate::host::find_program(name, env).ok_or_else(|| Error::Host {
         message: format!("building an image needs `{name}`, which is not installed"),
         hint: Some(format!("install the Debian/Ubuntu package `{package}`")),
     })

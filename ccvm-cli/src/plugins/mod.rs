@@ -123,11 +123,11 @@ pub struct Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchDir {
     pub path: PathBuf,
-    /// Named with `--plugin-dir`: problems with it are errors, not warnings.
+    /// Named with `--ccvm-plugin-dir`: problems with it are errors, not warnings.
     pub from_flag: bool,
 }
 
-/// The S3.3 order: `--plugin-dir`, `CCVM_PLUGIN_PATH`, the config's `plugin_dirs`,
+/// The S3.3 order: `--ccvm-plugin-dir`, `CCVM_PLUGIN_PATH`, the config's `plugin_dirs`,
 /// `~/.local/lib/ccvm/plugins`, `/usr/local/lib/ccvm/plugins`, the system directory.
 /// Built-ins come after all of these.
 pub fn search_dirs(config: &RunConfig, env: &Env) -> Vec<SearchDir> {
@@ -206,7 +206,7 @@ impl Registry {
                 Ok(_) | Err(_) if dir.from_flag => {
                     return Err(Error::PluginUnavailable {
                         message: format!(
-                            "--plugin-dir {}: not an existing directory",
+                            "--ccvm-plugin-dir {}: not an existing directory",
                             dir.path.display()
                         ),
                         hint: "pass a directory that holds ccvm plugin libraries (*.so)".to_owned(),
