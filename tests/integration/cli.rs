@@ -285,7 +285,7 @@ fn a_project_that_is_or_holds_the_home_or_a_secret_store_is_refused() {
         for action in [&["--ccvm-plan"][..], &["--shell", "-c", "true"]] {
             let out = world
                 .ccvm()
-                .as_user()
+                .unprivileged()
                 .current_dir(&dir)
                 .args(action)
                 .run()
@@ -364,7 +364,7 @@ fn a_loose_or_foreign_run_directory_is_refused_naming_it() {
     std::fs::set_permissions(&prepared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let out = world
         .ccvm()
-        .as_user()
+        .unprivileged()
         .args(["--shell", "-c", "true"])
         .run()
         .expect_code(1);

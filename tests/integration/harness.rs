@@ -192,7 +192,7 @@ impl Ccvm {
 
     /// Runs it as the unprivileged test user when the tests run as root (ccvm refuses to
     /// start a session as root, S11.3). The world must have been handed over.
-    pub fn as_user(mut self) -> Self {
+    pub fn unprivileged(mut self) -> Self {
         if nix::unistd::getuid().is_root() {
             use std::os::unix::process::CommandExt;
             self.command
