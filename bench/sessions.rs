@@ -674,10 +674,16 @@ fn prepare_once(world: &World) -> [f64; 4] {
         ccvm::planner::plan(&config, &registry, &env, &[], ccvm::accel::probe).expect("plan");
     let planned = started.elapsed().as_secs_f64();
     let run_dir = PathBuf::from(&plan.run_dir);
-    fs::create_dir_all(&run_dir).expect("run dir");
+    ccvm::dirs::create_run_dir(&run_dir).expect("run dir");
     let seed_dir = Path::new(&plan.seed.dir);
     let started = Instant::now();
-    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files).expect("seed");
+    let rules = ccvm::seed::link_rules(
+        Path::new(&plan.seed.manifest.user.home),
+        &plan.seed.files,
+        &plan.host_reads,
+    );
+    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files, &rules)
+        .expect("seed");
     let seeded = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ccvm_plugin_api::{FileFact, GitConfigFact, HostFacts, Requirements};
 
+use crate::boundary::LinkRules;
 use crate::config::Env;
 use crate::error::Error;
 
@@ -84,11 +85,17 @@ pub fn gather(facts: &mut HostFacts, requirements: &Requirements, env: &Env) {
         .collect();
     facts.resolved.extend(resolve_all(&pending));
     let home = PathBuf::from(&facts.home);
-    for file in &requirements.read_files {
-        if !facts.files.contains_key(file) {
-            facts
-                .files
-                .insert(file.clone(), read_file(&expand_home(file, &home)));
+    let pending: Vec<&String> = requirements
+        .read_files
+        .iter()
+        .filter(|f| !facts.files.contains_key(*f))
+        .collect();
+    if !pending.is_empty() {
+        let paths: Vec<PathBuf> = pending.iter().map(|f| expand_home(f, &home)).collect();
+        // A requested file may be a link to another requested one, never to a secret (S5.3).
+        let rules = LinkRules::new(&home, &paths, &[]);
+        for (file, path) in pending.into_iter().zip(&paths) {
+            facts.files.insert(file.clone(), read_file(path, &rules));
         }
     }
     if requirements.git_global_config && facts.git_global_config.is_none() {
@@ -99,7 +106,8 @@ pub fn gather(facts: &mut HostFacts, requirements: &Requirements, env: &Env) {
     }
 }
 
-fn expand_home(path: &str, home: &Path) -> PathBuf {
+/// A host path a plugin named, `~/` meaning the home directory.
+pub fn expand_home(path: &str, home: &Path) -> PathBuf {
     match path.strip_prefix("~/") {
         Some(rest) => home.join(rest),
         None => PathBuf::from(path),
@@ -176,30 +184,75 @@ pub fn resolve_all(names: &[&String]) -> BTreeMap<String, Vec<IpAddr>> {
     resolved
 }
 
-fn read_file(path: &Path) -> FileFact {
-    match std::fs::metadata(path) {
+/// Reads a file a plugin asked for, by the same rules as staging (S5.3): a symlink is
+/// followed only where [`LinkRules`] allow, a credential is never read whatever its name, and
+/// only a regular file is opened for reading (a FIFO or device cannot block or act).
+fn read_file(path: &Path, rules: &LinkRules) -> FileFact {
+    let unreadable = |reason: String| FileFact::Unreadable { reason };
+    let source = match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileFact::Absent,
-        Err(e) => {
-            return FileFact::Unreadable {
-                reason: e.to_string(),
-            };
-        }
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return FileFact::Unreadable {
-                reason: format!("larger than {MAX_FILE_BYTES} bytes"),
-            };
-        }
-        Ok(_) => {}
-    }
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(content) => FileFact::Text { content },
-            Err(_) => FileFact::Unreadable {
-                reason: "not valid UTF-8".to_owned(),
+        Err(e) => return unreadable(e.to_string()),
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => match rules.refuse_target(&target) {
+                None => target,
+                Some(why) => {
+                    return unreadable(format!(
+                        "it links to {}, {why}, which ccvm never reads",
+                        target.display()
+                    ));
+                }
             },
+            Err(e) => return unreadable(format!("it is a link that cannot be resolved ({e})")),
         },
+        Ok(_) => path.to_owned(),
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(&source)
+    {
+        Ok(file) => file,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    if !meta.is_file() {
+        return unreadable("not a regular file".to_owned());
+    }
+    if let Some(why) = rules.refuse_file(&meta) {
+        return unreadable(format!("it is {why}, which ccvm never reads"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return unreadable(format!("larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::Read::take(&file, MAX_FILE_BYTES), &mut bytes)
+    {
+        return unreadable(e.to_string());
+    }
+    match String::from_utf8(bytes) {
+        Ok(content) => FileFact::Text { content },
+        Err(_) => unreadable("not valid UTF-8".to_owned()),
+    }
+}
+
+/// A file outside the rules of staging (git's excludes file, which git itself names).
+fn read_plain_file(path: &Path) -> FileFact {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileFact::Absent,
         Err(e) => FileFact::Unreadable {
             reason: e.to_string(),
+        },
+        Ok(m) if !m.is_file() || m.len() > MAX_FILE_BYTES => FileFact::Unreadable {
+            reason: "not a regular file of at most 16 MiB".to_owned(),
+        },
+        Ok(_) => match std::fs::read_to_string(path) {
+            Ok(content) => FileFact::Text { content },
+            Err(e) => FileFact::Unreadable {
+                reason: e.to_string(),
+            },
         },
     }
 }
@@ -244,7 +297,7 @@ fn git_global_config(home: &Path, env: &Env) -> Option<GitConfigFact> {
                 .unwrap_or_else(|| home.join(".config"))
                 .join("git/ignore")
         });
-    let excludes = match read_file(&excludes_path) {
+    let excludes = match read_plain_file(&excludes_path) {
         FileFact::Text { content } => Some(content),
         FileFact::Absent | FileFact::Unreadable { .. } => None,
     };
@@ -293,6 +346,8 @@ mod tests {
     #[test]
     fn read_file_distinguishes_absent_text_and_binary() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let rules = LinkRules::new(dir.path(), &[], &[]);
+        let read_file = |path: &Path| read_file(path, &rules);
         assert_eq!(read_file(&dir.path().join("nope")), FileFact::Absent);
         let text = dir.path().join("t");
         std::fs::write(&text, "hi").expect("write");
@@ -305,6 +360,35 @@ mod tests {
         let binary = dir.path().join("b");
         std::fs::write(&binary, [0xff, 0xfe]).expect("write");
         assert!(matches!(read_file(&binary), FileFact::Unreadable { .. }));
+    }
+
+    /// S5.3 for files read for a sanitizer: `~/.claude.json` linked to the credential file or
+    /// to `/proc/self/environ` is reported unreadable (the policy warns), never read.
+    #[test]
+    fn read_files_follow_links_only_where_staging_may() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path();
+        std::fs::create_dir_all(home.join(".claude")).expect("mkdir");
+        std::fs::create_dir_all(home.join("dotfiles")).expect("mkdir");
+        std::fs::write(home.join(".claude/.credentials.json"), "{\"t\":1}").expect("write");
+        std::fs::write(home.join("dotfiles/claude.json"), "{}").expect("write");
+        let requested = home.join(".claude.json");
+        let rules = LinkRules::new(home, std::slice::from_ref(&requested), &[]);
+        for (target, fact_is_text) in [
+            (home.join(".claude/.credentials.json"), false),
+            (PathBuf::from("/proc/self/environ"), false),
+            (home.join("dotfiles/claude.json"), true),
+        ] {
+            let _ = std::fs::remove_file(&requested);
+            std::os::unix::fs::symlink(&target, &requested).expect("symlink");
+            let fact = read_file(&requested, &rules);
+            assert_eq!(
+                matches!(fact, FileFact::Text { .. }),
+                fact_is_text,
+                "{}: {fact:?}",
+                target.display()
+            );
+        }
     }
 
     #[test]

@@ -253,7 +253,12 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         &plan.session.api_key_variable,
     )?;
     let seed_dir = Path::new(&plan.seed.dir);
-    for warning in seed::write(seed_dir, &plan.seed.manifest, argv, &plan.seed.files)? {
+    let rules = seed::link_rules(
+        Path::new(&plan.seed.manifest.user.home),
+        &plan.seed.files,
+        &plan.host_reads,
+    );
+    for warning in seed::write(seed_dir, &plan.seed.manifest, argv, &plan.seed.files, &rules)? {
         eprintln!("ccvm: warning: {warning}");
     }
     let ssh_keygen = crate::host::require_program("ssh-keygen", "openssh-client", env)?;

@@ -134,6 +134,8 @@ pub struct LaunchPlan {
     pub session: SessionPlan,
     pub seed: SeedPlan,
     pub setup_steps: Vec<SetupStep>,
+    /// Host files the policies had read for them (they cross only sanitized, never copied).
+    pub host_reads: Vec<String>,
     pub ssh: Command,
     pub host_services: Vec<HostService>,
     /// Appended to the guest `~/.claude/CLAUDE.md` (also a seed file).
@@ -478,6 +480,7 @@ pub fn plan(
     };
     let policies: Vec<&Plugin> = registry.policies().collect();
     let mut inputs = Vec::new();
+    let mut host_reads: Vec<String> = Vec::new();
     for policy in &policies {
         let input = PolicyInput {
             settings: policy_settings(policy.name(), config)?,
@@ -485,6 +488,12 @@ pub fn plan(
         };
         let requirements: Requirements = policy.call(method::REQUIREMENTS, &input)?;
         host::gather(&mut facts, &requirements, env);
+        host_reads.extend(
+            requirements
+                .read_files
+                .iter()
+                .map(|f| host::expand_home(f, Path::new(&facts.home)).display().to_string()),
+        );
         inputs.push(input);
     }
     let mut policy_plans = Vec::new();
@@ -603,6 +612,7 @@ pub fn plan(
             files: seed_files,
         },
         setup_steps,
+        host_reads,
         ssh,
         host_services: policy_plans
             .iter()

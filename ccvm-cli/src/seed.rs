@@ -17,6 +17,7 @@ use ccvm_plugin_api::seed::{
 };
 use ccvm_plugin_api::{SeedFile, SeedSource};
 
+use crate::boundary::LinkRules;
 use crate::error::Error;
 use crate::planner::HOST_KEY_ALIAS;
 
@@ -85,45 +86,130 @@ fn create_private_file(path: &Path, content: &[u8], mode: u32) -> Result<(), Err
     std::io::Write::write_all(&mut file, content).map_err(io("cannot write", path))
 }
 
-/// Copies `from` (file or directory) to `to`, following symlinks, skipping dangling links and
-/// directory loops (each with a warning) and every entry named in `drop_names`.
-fn copy_from_host(
-    from: &Path,
-    to: &Path,
-    drop_names: &[String],
-    ancestors: &mut HashSet<(u64, u64)>,
-    warnings: &mut Vec<String>,
-) -> Result<(), Error> {
-    let meta = match fs::metadata(from) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if fs::symlink_metadata(from).is_ok() {
-                warnings.push(format!(
-                    "{} is a dangling symlink; not staged",
-                    from.display()
-                ));
+/// The most a seed may copy from the host: a `~/.claude` item linked to a huge tree must
+/// fail clearly rather than fill the run directory (which is often RAM).
+const MAX_STAGED_BYTES: u64 = 256 << 20;
+
+/// Copies host trees into the seed by the S5.3 rules: symlinks are dereferenced when
+/// [`LinkRules`] allow where they lead (and skipped with a warning naming them otherwise),
+/// dangling links, loops and special files are skipped with a warning, and no file that is a
+/// credential (by name or inode) is copied.
+struct Stager<'a> {
+    rules: &'a LinkRules,
+    ancestors: HashSet<(u64, u64)>,
+    warnings: Vec<String>,
+    bytes: u64,
+}
+
+impl Stager<'_> {
+    fn skip(&mut self, from: &Path, why: impl std::fmt::Display) {
+        self.warnings
+            .push(format!("{} {why}; not staged", from.display()));
+    }
+
+    /// Copies `from` (file or directory, maybe a link) to `to`, leaving out `drop_names`.
+    fn copy(&mut self, from: &Path, to: &Path, drop_names: &[String]) -> Result<(), Error> {
+        let link = match fs::symlink_metadata(from) {
+            Ok(meta) => meta.file_type().is_symlink(),
+            // A staged item the user does not have.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                self.skip(from, format!("cannot be read ({e})"));
+                return Ok(());
             }
-            return Ok(());
+        };
+        let source = if link {
+            match fs::canonicalize(from) {
+                Ok(target) => match self.rules.refuse_target(&target) {
+                    None => target,
+                    Some(why) => {
+                        self.skip(from, format!("links to {}, {why}", target.display()));
+                        return Ok(());
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.skip(from, "is a dangling symlink");
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                    self.skip(from, "is a symlink loop");
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.skip(from, format!("cannot be resolved ({e})"));
+                    return Ok(());
+                }
+            }
+        } else {
+            from.to_owned()
+        };
+        // No link is followed from here on (the source is canonical or not a link), and a FIFO
+        // or device cannot block or act on open: it is only looked at, then skipped.
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(&source)
+        {
+            Ok(file) => file,
+            Err(e) => {
+                self.skip(from, format!("cannot be opened ({e})"));
+                return Ok(());
+            }
+        };
+        let meta = file.metadata().map_err(io("cannot inspect", &source))?;
+        if meta.is_dir() {
+            self.copy_dir(from, &source, to, &meta, drop_names)
+        } else if meta.is_file() {
+            if let Some(why) = self.rules.refuse_file(&meta) {
+                self.skip(from, format!("is {why}"));
+                return Ok(());
+            }
+            self.bytes += meta.len();
+            if self.bytes > MAX_STAGED_BYTES {
+                return Err(Error::Host {
+                    message: format!(
+                        "staging {} would copy more than {} MiB from ~/.claude into the VM",
+                        from.display(),
+                        MAX_STAGED_BYTES >> 20
+                    ),
+                    hint: Some(
+                        "turn that item off in the [share] section of your config, or remove \
+                         the link that leads to a large directory"
+                            .to_owned(),
+                    ),
+                });
+            }
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, meta.len()), &mut content)
+                .map_err(io("cannot read", from))?;
+            // Executable bits survive (hooks, scripts); the guest makes everything agent-owned.
+            let mode = if meta.mode() & 0o111 != 0 {
+                0o700
+            } else {
+                0o600
+            };
+            create_private_file(to, &content, mode)
+        } else {
+            self.skip(from, "is not a regular file or directory");
+            Ok(())
         }
-        Err(e) => {
-            warnings.push(format!(
-                "{} cannot be read ({e}); not staged",
-                from.display()
-            ));
-            return Ok(());
-        }
-    };
-    if meta.is_dir() {
+    }
+
+    fn copy_dir(
+        &mut self,
+        from: &Path,
+        source: &Path,
+        to: &Path,
+        meta: &fs::Metadata,
+        drop_names: &[String],
+    ) -> Result<(), Error> {
         let id = (meta.dev(), meta.ino());
-        if !ancestors.insert(id) {
-            warnings.push(format!(
-                "{} loops back to a parent directory; not staged",
-                from.display()
-            ));
+        if !self.ancestors.insert(id) {
+            self.skip(from, "loops back to a parent directory");
             return Ok(());
         }
         private_dir(to, false)?;
-        let mut entries: Vec<_> = fs::read_dir(from)
+        let mut entries: Vec<_> = fs::read_dir(source)
             .map_err(io("cannot list", from))?
             .collect::<Result<_, _>>()
             .map_err(io("cannot list", from))?;
@@ -133,41 +219,25 @@ fn copy_from_host(
             if drop_names.iter().any(|d| d.as_bytes() == name.as_bytes()) {
                 continue;
             }
-            copy_from_host(
-                &entry.path(),
-                &to.join(&name),
-                drop_names,
-                ancestors,
-                warnings,
-            )?;
+            self.copy(&from.join(&name), &to.join(&name), drop_names)?;
         }
-        ancestors.remove(&id);
-        Ok(())
-    } else if meta.is_file() {
-        let content = match fs::read(from) {
-            Ok(content) => content,
-            Err(e) => {
-                warnings.push(format!(
-                    "{} cannot be read ({e}); not staged",
-                    from.display()
-                ));
-                return Ok(());
-            }
-        };
-        // Executable bits survive (hooks, scripts); the guest makes everything agent-owned.
-        let mode = if meta.mode() & 0o111 != 0 {
-            0o700
-        } else {
-            0o600
-        };
-        create_private_file(to, &content, mode)
-    } else {
-        warnings.push(format!(
-            "{} is not a regular file or directory; not staged",
-            from.display()
-        ));
+        self.ancestors.remove(&id);
         Ok(())
     }
+}
+
+/// The staging rules for a plan's seed: links may lead into the items it copies from
+/// `~/.claude`, and never to a file it only stages sanitized (`sanitized`, absolute).
+pub fn link_rules(home: &Path, files: &[SeedFile], sanitized: &[String]) -> LinkRules {
+    let staged: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| match &f.source {
+            SeedSource::CopyFromHost { host_path, .. } => Some(PathBuf::from(host_path)),
+            SeedSource::Inline { .. } => None,
+        })
+        .collect();
+    let sanitized: Vec<PathBuf> = sanitized.iter().map(PathBuf::from).collect();
+    LinkRules::new(home, &staged, &sanitized)
 }
 
 /// Writes the seed into `dir` (which must not exist yet): the manifest, the argv, and every
@@ -177,9 +247,15 @@ pub fn write(
     manifest: &SeedManifest,
     argv: &[OsString],
     files: &[SeedFile],
+    rules: &LinkRules,
 ) -> Result<Vec<String>, Error> {
     private_dir(dir, false)?;
-    let mut warnings = Vec::new();
+    let mut stager = Stager {
+        rules,
+        ancestors: HashSet::new(),
+        warnings: Vec::new(),
+        bytes: 0,
+    };
     for file in files {
         let target = dir.join(checked_relative(&file.path)?);
         match &file.source {
@@ -193,13 +269,7 @@ pub fn write(
                 if let Some(parent) = target.parent() {
                     private_dir(parent, true)?;
                 }
-                copy_from_host(
-                    Path::new(host_path),
-                    &target,
-                    drop_names,
-                    &mut HashSet::new(),
-                    &mut warnings,
-                )?;
+                stager.copy(Path::new(host_path), &target, drop_names)?;
             }
         }
     }
@@ -209,7 +279,7 @@ pub fn write(
         hint: None,
     })?;
     create_private_file(&dir.join(MANIFEST_FILE), &json, 0o600)?;
-    Ok(warnings)
+    Ok(stager.warnings)
 }
 
 fn keygen(ssh_keygen: &Path, key: &Path, comment: &str) -> Result<String, Error> {
@@ -315,33 +385,46 @@ mod tests {
         assert!(checked_relative("claude/settings.json").is_ok());
     }
 
+    fn agents_item(home: &Path) -> SeedFile {
+        SeedFile {
+            path: "claude/agents".into(),
+            source: SeedSource::CopyFromHost {
+                host_path: home.join(".claude/agents").display().to_string(),
+                drop_names: vec![".credentials.json".into()],
+            },
+        }
+    }
+
+    fn rules(home: &Path) -> LinkRules {
+        LinkRules::new(home, &[home.join(".claude/agents")], &[home.join(".claude.json")])
+    }
+
     #[test]
     fn copy_follows_links_drops_names_and_survives_loops_and_dangling_links() {
         let host = tempfile::tempdir().expect("tempdir");
-        let claude = host.path().join("claude");
+        let home = host.path();
+        let claude = home.join(".claude");
         fs::create_dir_all(claude.join("agents/nested")).expect("mkdir");
+        fs::create_dir_all(home.join("dotfiles/looping")).expect("mkdir");
         fs::write(claude.join("agents/a.md"), "agent").expect("write");
         fs::write(claude.join("agents/.credentials.json"), "secret").expect("write");
         fs::write(claude.join("agents/nested/.credentials.json"), "secret").expect("write");
-        fs::write(host.path().join("real-settings.json"), "{}").expect("write");
+        fs::write(home.join("dotfiles/real-settings.json"), "{}").expect("write");
         std::os::unix::fs::symlink(
-            host.path().join("real-settings.json"),
+            home.join("dotfiles/real-settings.json"),
             claude.join("agents/linked.json"),
         )
         .expect("symlink");
         std::os::unix::fs::symlink("/nonexistent/target", claude.join("agents/dangling"))
             .expect("symlink");
-        std::os::unix::fs::symlink(&claude, claude.join("agents/nested/loop")).expect("symlink");
+        std::os::unix::fs::symlink(home.join("dotfiles"), claude.join("agents/dotfiles"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(home.join("dotfiles"), home.join("dotfiles/looping/up"))
+            .expect("symlink");
 
         let seed = host.path().join("seed");
         let files = vec![
-            SeedFile {
-                path: "claude/agents".into(),
-                source: SeedSource::CopyFromHost {
-                    host_path: claude.join("agents").display().to_string(),
-                    drop_names: vec![".credentials.json".into()],
-                },
-            },
+            agents_item(home),
             SeedFile {
                 path: "claude/missing".into(),
                 source: SeedSource::CopyFromHost {
@@ -357,7 +440,8 @@ mod tests {
             },
         ];
         let args = [OsString::from("--help")];
-        let warnings = write(&seed, &manifest(), &args, &files).expect("seed written");
+        let warnings =
+            write(&seed, &manifest(), &args, &files, &rules(home)).expect("seed written");
 
         let staged = seed.join("claude/agents");
         assert_eq!(
@@ -372,6 +456,7 @@ mod tests {
                 .is_file(),
             "links are dereferenced"
         );
+        assert!(staged.join("dotfiles/real-settings.json").is_file());
         assert!(!staged.join(".credentials.json").exists());
         assert!(!staged.join("nested/.credentials.json").exists());
         assert!(!staged.join("dangling").exists());
@@ -390,7 +475,103 @@ mod tests {
         let mode = fs::metadata(&seed).expect("seed").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         // A second write into the same directory is refused rather than mixing two seeds.
-        assert!(write(&seed, &manifest(), &args, &files).is_err());
+        assert!(write(&seed, &manifest(), &args, &files, &rules(home)).is_err());
+    }
+
+    /// S5.3: a link in `~/.claude` never carries a secret store into the seed, whatever its
+    /// name; each one skipped is one warning naming it.
+    #[test]
+    fn links_to_secret_stores_kernel_files_and_credentials_are_skipped_by_name() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let home = host.path();
+        let agents = home.join(".claude/agents");
+        fs::create_dir_all(&agents).expect("mkdir");
+        fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+        fs::create_dir_all(home.join(".aws")).expect("mkdir");
+        fs::create_dir_all(home.join("notes")).expect("mkdir");
+        fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY").expect("write");
+        fs::write(home.join(".aws/credentials"), "aws_secret").expect("write");
+        fs::write(home.join(".claude/.credentials.json"), "oauth").expect("write");
+        fs::write(home.join(".claude/history.jsonl"), "history").expect("write");
+        fs::write(home.join(".claude.json"), "{\"primaryApiKey\":\"k\"}").expect("write");
+        fs::write(home.join("notes/ok.md"), "fine").expect("write");
+        fs::hard_link(home.join(".ssh/id_ed25519"), home.join("notes/innocent.md"))
+            .expect("hard link");
+        let link = |name: &str, target: &Path| {
+            std::os::unix::fs::symlink(target, agents.join(name)).expect("symlink");
+        };
+        link("key.md", &home.join(".ssh/id_ed25519"));
+        link("ssh", &home.join(".ssh"));
+        link("aws.md", &home.join(".aws/credentials"));
+        link("login.md", &home.join(".claude/.credentials.json"));
+        link("history.md", &home.join(".claude/history.jsonl"));
+        link("config.md", &home.join(".claude.json"));
+        link("environ.md", Path::new("/proc/self/environ"));
+        link("shadow.md", Path::new("/etc/passwd"));
+        link("home", home);
+        link("notes", &home.join("notes"));
+        let seed = host.path().join("seed");
+        let warnings = write(&seed, &manifest(), &[], &[agents_item(home)], &rules(home))
+            .expect("seed written");
+
+        let mut staged: Vec<String> = walk(&seed.join("claude"))
+            .iter()
+            .map(|p| p.strip_prefix(&seed).expect("in seed").display().to_string())
+            .collect();
+        staged.sort();
+        assert_eq!(staged, ["claude/agents/notes/ok.md"], "{warnings:?}");
+        let all_content: Vec<u8> = walk(&seed)
+            .iter()
+            .flat_map(|p| fs::read(p).expect("read"))
+            .collect();
+        let text = String::from_utf8_lossy(&all_content);
+        for secret in ["PRIVATE KEY", "aws_secret", "oauth", "history", "primaryApiKey"] {
+            assert!(!text.contains(secret), "{secret} reached the seed");
+        }
+        for name in [
+            "key.md",
+            "ssh",
+            "aws.md",
+            "login.md",
+            "history.md",
+            "config.md",
+            "environ.md",
+            "shadow.md",
+            "home",
+            "notes/innocent.md",
+        ] {
+            let named = agents.join(name).display().to_string();
+            assert_eq!(
+                warnings
+                    .iter()
+                    .filter(|w| w.starts_with(&format!("{named} ")))
+                    .count(),
+                1,
+                "one warning for {name}: {warnings:?}"
+            );
+        }
+        assert_eq!(warnings.len(), 10, "{warnings:?}");
+    }
+
+    #[test]
+    fn a_fifo_in_claude_is_skipped_without_blocking() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let agents = host.path().join(".claude/agents");
+        fs::create_dir_all(&agents).expect("mkdir");
+        nix::unistd::mkfifo(&agents.join("pipe"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let seed = host.path().join("seed");
+        let warnings = write(
+            &seed,
+            &manifest(),
+            &[],
+            &[agents_item(host.path())],
+            &rules(host.path()),
+        )
+        .expect("seed written");
+        assert!(
+            warnings.iter().any(|w| w.contains("pipe is not a regular file")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

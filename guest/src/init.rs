@@ -164,6 +164,24 @@ fn share_mount(
     }
 }
 
+/// Defence in depth for S5.1 (the host refuses such a project first): a share at or above
+/// the agent's home would put the user's own home files under the guest's setup and session.
+fn refuse_shares_over_home(manifest: &SeedManifest) -> Result<(), String> {
+    let home = Path::new(&manifest.user.home);
+    match manifest
+        .shares
+        .iter()
+        .find(|share| home.starts_with(&share.guest_path))
+    {
+        Some(share) => Err(format!(
+            "the share {} would contain the agent's home {}; refusing to set up a session \
+             that could write the host's own files",
+            share.guest_path, manifest.user.home
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `~/.claude/`: shares below it (`~/.claude/projects`) are mounted once that tmpfs exists.
 fn claude_dir(manifest: &SeedManifest) -> String {
     format!("{}/.claude/", manifest.user.home.trim_end_matches('/'))
@@ -362,8 +380,10 @@ fn boot() -> Result<u32, String> {
     // The hostname must resolve (sudo insists); a HostsPins step rewrites this with its pins.
     setup::hosts(root, &[]).map_err(|e| e.to_string())?;
     network(&manifest.network)?;
-    mount_shares(&manifest, false)?;
+    refuse_shares_over_home(&manifest)?;
 
+    // Every setup write (the agent's ~/.claude.json, ~/.gitconfig, ~/.claude) happens before
+    // any host directory is mounted, so none can land on the host through a share (S5.1).
     let left = setup::apply_steps(root, seed, &manifest).map_err(|e| e.to_string())?;
     for step in left {
         match step {
@@ -392,6 +412,7 @@ fn boot() -> Result<u32, String> {
             other => return Err(format!("unexpected setup step {other:?}")),
         }
     }
+    mount_shares(&manifest, false)?;
     // After the `~/.claude` tmpfs, so it does not hide them.
     mount_shares(&manifest, true)?;
     setup::sshd(root, seed, &manifest).map_err(|e| e.to_string())?;

@@ -127,15 +127,23 @@ fn boot_and_check(world: &World, backend: &str) -> Session {
     boot_session(world, backend, CHECK_SCRIPT, |_| {})
 }
 
+/// A booted (or failed) stub guest whose seed `ccvm --ccvm-plan` planned.
+struct Started {
+    machine: Machine,
+    boot: Boot,
+    boot_seconds: f64,
+    ssh: ccvm_plugin_api::Command,
+}
+
 /// Plans a `--shell -c SCRIPT` session with `ccvm`, lets `tamper` change the seed manifest
-/// (to provoke failures no configuration can), writes the seed, boots the stub image and runs
-/// the script over ssh. The script must print at least one `check: ` line.
-pub fn boot_session(
+/// (to provoke failures no configuration can), writes the seed and starts the stub image,
+/// waiting until it is ready or has failed.
+fn start_guest(
     world: &World,
     backend: &str,
     script: &str,
     tamper: impl FnOnce(&mut SeedManifest),
-) -> Session {
+) -> Started {
     let outcome = world
         .ccvm()
         .args(["--ccvm-plan", "--backend", backend, "--shell", "-c", script])
@@ -145,15 +153,19 @@ pub fn boot_session(
     let plan = outcome.json();
     let run_dir = Path::new(plan["run_dir"].as_str().expect("run_dir")).to_owned();
     let mut manifest: SeedManifest = json_field(&plan, "/seed/manifest");
+    let host_home = manifest.user.home.clone();
     tamper(&mut manifest);
     let files: Vec<SeedFile> = json_field(&plan, "/seed/files");
     let machine_plan: BackendPlan = json_field(&plan, "/machine");
     let ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
 
-    fs::create_dir_all(&run_dir).expect("run dir");
+    ccvm::dirs::create_run_dir(&run_dir).expect("run dir");
     let seed_dir = run_dir.join("seed");
     let argv = [OsString::from("-c"), OsString::from(script)];
-    let warnings = ccvm::seed::write(&seed_dir, &manifest, &argv, &files).expect("seed written");
+    let reads: Vec<String> = json_field(&plan, "/host_reads");
+    let rules = ccvm::seed::link_rules(Path::new(&host_home), &files, &reads);
+    let warnings =
+        ccvm::seed::write(&seed_dir, &manifest, &argv, &files, &rules).expect("seed written");
     assert!(warnings.is_empty(), "{warnings:?}");
     let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");
     ccvm::seed::generate_keys(&ssh_keygen, &run_dir, &seed_dir).expect("keys");
@@ -163,7 +175,46 @@ pub fn boot_session(
     let boot = machine
         .wait_ready(started + BOOT_LIMIT, |_| {}, || false)
         .expect("waiting for the guest");
-    let boot_seconds = started.elapsed().as_secs_f64();
+    Started {
+        machine,
+        boot,
+        boot_seconds: started.elapsed().as_secs_f64(),
+        ssh,
+    }
+}
+
+/// Starts a guest whose setup must fail: returns the guest agent's fatal message.
+pub fn boot_until_fatal(
+    world: &World,
+    backend: &str,
+    tamper: impl FnOnce(&mut SeedManifest),
+) -> String {
+    let mut started = start_guest(world, backend, "echo check: never", tamper);
+    let _ = started.machine.wait_exit(Duration::from_secs(60));
+    match started.boot {
+        Boot::GuestFailed(why) => why,
+        other => panic!(
+            "{backend}: the guest setup was expected to fail, got {other:?}\n--- guest console \
+             ---\n{}",
+            started.machine.console_text()
+        ),
+    }
+}
+
+/// [`start_guest`], then runs the script over ssh. The script must print at least one
+/// `check: ` line.
+pub fn boot_session(
+    world: &World,
+    backend: &str,
+    script: &str,
+    tamper: impl FnOnce(&mut SeedManifest),
+) -> Session {
+    let Started {
+        mut machine,
+        boot,
+        boot_seconds,
+        ssh,
+    } = start_guest(world, backend, script, tamper);
     let fail = |machine: &Machine, what: String| -> ! {
         panic!(
             "{what}\n--- guest console ---\n{}\n--- hypervisor ---\n{}",
@@ -450,4 +501,48 @@ fn host_uid() -> u32 {
     } else {
         nix::unistd::getuid().as_raw()
     }
+}
+
+/// S5.1, the guest's half: guest setup never writes through a share. The host refuses a
+/// project that is (or holds) the home; here the seed says so anyway (as a tampered or buggy
+/// host could), with a project holding its own `.claude.json`, `.gitconfig` and `.claude/`.
+/// The guest refuses before writing anything, and the host files stay byte for byte.
+#[test]
+fn guest_refuses_a_share_over_the_home_and_the_host_files_stay_unchanged() {
+    let Some(world) = prepared_world("") else {
+        return;
+    };
+    let project = world.path("project");
+    let own = [
+        (project.join(".claude.json"), "{\"mine\":true}\n"),
+        (project.join(".gitconfig"), "[user]\n\tname = Project Owner\n"),
+        (project.join(".claude/settings.json"), "{\"theme\":\"mine\"}\n"),
+        (project.join(".claude/CLAUDE.md"), "# the project's own\n"),
+    ];
+    for (path, content) in &own {
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(path, content).expect("write");
+    }
+    world.hand_over();
+    let fatal = boot_until_fatal(&world, "microvm", |manifest| {
+        manifest.user.home = manifest.project_dir.clone();
+    });
+    assert!(
+        fatal.contains("would contain the agent's home"),
+        "{fatal}"
+    );
+    for (path, content) in &own {
+        assert_eq!(
+            fs::read_to_string(path).expect("still there"),
+            *content,
+            "{} changed on the host",
+            path.display()
+        );
+    }
+    let names: Vec<String> = fs::read_dir(project.join(".claude"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "nothing was added to the project's .claude: {names:?}");
 }
