@@ -104,3 +104,64 @@ fn list_shows_built_images_and_remove_deletes_them() {
         .expect_code(0);
     assert!(!key.exists());
 }
+
+/// S10.3: the Claude Code tarball is checked against the pinned registry digest before
+/// anything in it runs, and the download runs without the user's secrets. A fake `npm` serves
+/// a package whose `claude` would record that it ran, and records its own environment.
+#[test]
+fn a_claude_code_download_with_the_wrong_digest_fails_naming_both_and_never_runs() {
+    let world = World::new();
+    let marker = world.path("claude-ran");
+    let npm_env = world.path("npm-env");
+    let package = world.path("package");
+    std::fs::create_dir(&package).expect("mkdir");
+    std::fs::write(
+        package.join("claude"),
+        format!("#!/bin/sh\ntouch {}\necho '2.1.330 (Claude Code)'\n", marker.display()),
+    )
+    .expect("write");
+    std::fs::set_permissions(
+        package.join("claude"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let npm = world.path("bin/npm");
+    std::fs::write(
+        &npm,
+        format!(
+            "#!/bin/sh\nenv > {env}\n# npm pack --silent --pack-destination DIR SPEC\n\
+             tar -czf \"$4/claude-code-linux-x64-2.1.330.tgz\" -C {root} package\n",
+            env = npm_env.display(),
+            root = world.root.path().display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&npm, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = world
+        .ccvm()
+        .args(["--ccvm-image", "build"])
+        .env("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
+        .env("GITHUB_TOKEN", "ghp_must_not_leak")
+        .env("npm_config_registry", "http://127.0.0.1:9/")
+        .run()
+        .expect_code(1);
+    let error = out.error_line();
+    assert!(
+        error.contains("has the digest sha512-")
+            && error.contains("but ccvm pins sha512-9Gn+V7DtJ8M1nztP9CeDVl9g3Rtrep"),
+        "{}",
+        out.stderr
+    );
+    assert!(!marker.exists(), "the downloaded claude ran");
+    let seen = std::fs::read_to_string(&npm_env).expect("npm ran");
+    assert!(!seen.contains("must-not-leak"), "npm saw a secret:\n{seen}");
+    assert!(seen.contains("npm_config_registry=http://127.0.0.1:9/"), "{seen}");
+    assert!(
+        world
+            .tree()
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("/images/.build-")),
+        "the failed build left its work directory"
+    );
+}

@@ -160,6 +160,23 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, path, source }
 }
 
+/// The environment for the build's download step: the user's, minus every variable that may
+/// carry a credential (npm's own `npm_config_*` and `NPM_*` settings stay, so a configured
+/// registry or mirror keeps working), with only the absolute `PATH` entries.
+fn build_environment(env: &Env) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const SECRET_WORDS: [&str; 7] = ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL"];
+    env.iter()
+        .filter(|(name, _)| {
+            let upper = name.to_string_lossy().to_ascii_uppercase();
+            upper.starts_with("NPM_")
+                || !SECRET_WORDS.iter().any(|w| upper.contains(w))
+        })
+        .filter(|(name, _)| name.as_os_str() != "PATH")
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .chain(crate::host::absolute_path_var(env).map(|p| ("PATH".into(), p)))
+        .collect()
+}
+
 /// Runs a build step with no input, its output going to `log`; on failure the error carries
 /// the log tail.
 fn run_step(command: &mut Command, log: &Path, what: &str, hint: &str) -> Result<(), Error> {
@@ -348,14 +365,14 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
                 total,
                 &format!("downloading Claude Code {CLAUDE_CODE_VERSION} from npm (~175 MB)"),
             );
+            let (package, integrity) = recipe::claude_package(arch)?;
             run_step(
                 Command::new(npm)
                     .args(["pack", "--silent", "--pack-destination"])
                     .arg(&work)
-                    .arg(format!(
-                        "{}@{CLAUDE_CODE_VERSION}",
-                        recipe::claude_package(arch)?
-                    )),
+                    .arg(format!("{package}@{CLAUDE_CODE_VERSION}"))
+                    .env_clear()
+                    .envs(build_environment(env)),
                 &logs.join("npm.log"),
                 "downloading Claude Code",
                 "check that the npm registry is reachable (npm config get registry)",
@@ -369,6 +386,23 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
                     message: "npm pack produced no tarball".to_owned(),
                     hint: None,
                 })?;
+            let got = fs::File::open(&tarball)
+                .and_then(recipe::sri_sha512)
+                .map_err(io("cannot read", &tarball))?;
+            if got != integrity {
+                return Err(Error::Host {
+                    message: format!(
+                        "the downloaded {package}@{CLAUDE_CODE_VERSION} ({}) has the digest \
+                         {got}, but ccvm pins {integrity}; nothing of it was run",
+                        tarball.display()
+                    ),
+                    hint: Some(
+                        "the registry (or a mirror or proxy in between) served a different \
+                         package; check `npm config get registry` and try again"
+                            .to_owned(),
+                    ),
+                });
+            }
             run_step(
                 Command::new(&tar)
                     .arg("-xzf")
@@ -383,8 +417,16 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
             fs::rename(work.join("package/claude"), &claude).map_err(io("cannot move", &claude))?;
             let _ = fs::remove_file(&tarball);
             let _ = fs::remove_dir_all(work.join("package"));
+            // The first run of downloaded code: with nothing of the user's (no API key, no
+            // tokens, a throwaway home), S10.3.
+            let scratch_home = work.join("check-home");
+            fs::create_dir_all(&scratch_home).map_err(io("cannot create", &scratch_home))?;
             let version = Command::new(&claude)
                 .arg("--version")
+                .env_clear()
+                .env("HOME", &scratch_home)
+                .env("PATH", "/usr/bin:/bin")
+                .stdin(Stdio::null())
                 .output()
                 .map_err(io("cannot run", &claude))?;
             let printed = String::from_utf8_lossy(&version.stdout);

@@ -94,12 +94,45 @@ fn debian_arch(arch: &str) -> Result<&'static str, Error> {
     }
 }
 
-/// The npm package with Claude Code's native binary for `arch`.
-pub fn claude_package(arch: &str) -> Result<&'static str, Error> {
+/// The npm package with Claude Code's native binary for `arch`, and the registry's integrity
+/// digest of its [`CLAUDE_CODE_VERSION`] tarball (`npm view <package>@<version>
+/// dist.integrity`): the download is checked against it before anything in it runs.
+pub fn claude_package(arch: &str) -> Result<(&'static str, &'static str), Error> {
     Ok(match debian_arch(arch)? {
-        "arm64" => "@anthropic-ai/claude-code-linux-arm64",
-        _ => "@anthropic-ai/claude-code-linux-x64",
+        "arm64" => (
+            "@anthropic-ai/claude-code-linux-arm64",
+            "sha512-V4yanAY5EA5UpwwRPtjSfqDbNqAlUJeVn3NYZw2AgmRHjdpSsLtHAzbxRXfkAnbjwTXzE0uedjQxUY02ARPcsA==",
+        ),
+        _ => (
+            "@anthropic-ai/claude-code-linux-x64",
+            "sha512-9Gn+V7DtJ8M1nztP9CeDVl9g3RtrepI7rOFTyPRRnZe8D6zebIHKmC7OvBauucuAP0X0k85SDN/LPVZyjsGezQ==",
+        ),
     })
+}
+
+/// The npm/SRI form of the SHA-512 of everything `reader` yields: `sha512-<base64>`.
+pub fn sri_sha512(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = sha2::Sha512::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(sri(&hasher.finalize()))
+}
+
+fn sri(digest: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("sha512-");
+    for chunk in digest.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Every input of an image except the guest agent's hash.
@@ -208,6 +241,19 @@ mod tests {
         )
         .expect("recipe");
         assert_ne!(key, trixie.key("agent-a"));
+    }
+
+    #[test]
+    fn sri_digest_matches_the_npm_form() {
+        // `printf abc | openssl dgst -sha512 -binary | base64`
+        assert_eq!(
+            sri_sha512(&b"abc"[..]).expect("hash"),
+            "sha512-3a81oZNherrMQXNJriBBMRLm+k6JqX6iCp7u5ktV05ohkpkqJ0/BqDa6PCOj/uu9RU1EI2Q86A4qmslPpUyknw=="
+        );
+        assert_eq!(
+            sri_sha512(&b""[..]).expect("hash").len(),
+            "sha512-".len() + 88
+        );
     }
 
     #[test]
