@@ -112,6 +112,18 @@ pub fn reap(dir: &Path) -> u8 {
     0
 }
 
+/// Prints what changed among the project's host-run files when dropped (S5.1's caveat for
+/// a writable project; see [`crate::watch`]).
+struct ReportChanges(Option<crate::watch::Snapshot>);
+
+impl Drop for ReportChanges {
+    fn drop(&mut self) {
+        if let Some(text) = self.0.as_ref().and_then(crate::watch::Snapshot::report) {
+            eprint!("{text}");
+        }
+    }
+}
+
 /// The signal that asked ccvm to stop, if any (SIGINT, SIGTERM, SIGHUP).
 #[derive(Clone)]
 struct Stop(Arc<AtomicUsize>);
@@ -270,6 +282,14 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
             seed::private_dir(Path::new(&share.host_path), true)?;
         }
     }
+    // With a writable project, the files the host runs later are compared at exit, however
+    // the session ends (the report is printed when `_watch` is dropped).
+    let _watch = ReportChanges(
+        plan.seed
+            .manifest
+            .writable_cwd
+            .then(|| crate::watch::Snapshot::take(Path::new(&plan.session.project_dir))),
+    );
     timings.mark("prepared");
     let mut machine = Machine::start(
         &plan.machine,

@@ -27,6 +27,7 @@ pub mod plugins;
 pub mod reach;
 pub mod seed;
 pub mod vsock;
+pub mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -442,3 +442,46 @@ fn a_bad_config_value_fails_before_anything_starts() {
     );
     assert_torn_down(&world);
 }
+
+/// With a writable project the agent can plant code the host runs later. A session that adds
+/// a git hook and sets `core.fsmonitor` gets both named at exit, with the hook's first lines;
+/// a session that only edits ordinary files gets no such warning.
+#[test]
+fn a_planted_git_hook_and_fsmonitor_are_reported_at_exit() {
+    let Some(world) = vm::stub_world("", |world| {
+        let project = world.path("project");
+        std::fs::create_dir_all(project.join(".git/hooks")).expect("mkdir");
+        std::fs::write(
+            project.join(".git/config"),
+            "[core]\n\trepositoryformatversion = 0\n",
+        )
+        .expect("write");
+        std::fs::write(project.join("notes.txt"), "v1\n").expect("write");
+    }) else {
+        return;
+    };
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", "echo v2 > notes.txt"])
+        .run_within(SESSION_LIMIT)
+        .expect_code(0);
+    assert!(!out.stderr.contains("programs on your host"), "{}", out.stderr);
+
+    let plant = "printf '#!/bin/sh\\necho planted-by-the-agent\\n' > .git/hooks/pre-commit && \
+                 chmod +x .git/hooks/pre-commit && \
+                 printf '\\tfsmonitor = ./fsmonitor.sh\\n' >> .git/config";
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", plant])
+        .run_within(SESSION_LIMIT)
+        .expect_code(0);
+    for needle in [
+        "ccvm: warning: the session changed files in the project that programs on your host run",
+        "ccvm:   added    .git/hooks/pre-commit (executable)",
+        "ccvm:     | echo planted-by-the-agent",
+        "ccvm:   changed  .git/config",
+        "ccvm:     + \tfsmonitor = ./fsmonitor.sh",
+    ] {
+        assert!(out.stderr.contains(needle), "missing {needle:?}:\n{}", out.stderr);
+    }
+}
