@@ -682,8 +682,7 @@ fn prepare_once(world: &World) -> [f64; 4] {
         &plan.seed.files,
         &plan.host_reads,
     );
-    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files, &rules)
-        .expect("seed");
+    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files, &rules).expect("seed");
     let seeded = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");

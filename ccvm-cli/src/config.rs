@@ -181,7 +181,15 @@ impl RunConfig {
 pub fn cache_dir(env: &Env) -> PathBuf {
     env.abs_path("XDG_CACHE_HOME")
         .or_else(|| env.home().map(|h| h.join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("ccvm-{}", nix::unistd::getuid())))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|user| user.dir.join(".cache"))
+        })
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("ccvm-cache-{}", nix::unistd::getuid()))
+        })
 }
 
 /// The config files, lowest layer first.

@@ -139,7 +139,7 @@ pub fn run(
     }
 
     let arch = std::env::consts::ARCH;
-    let dir = image::named_dir(env, &config.image, arch);
+    let dir = image::named_dir(env, &config.image, arch)?;
     match std::fs::read_to_string(dir.join(image::MANIFEST_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<image::ImageManifest>(&t).ok())
@@ -187,28 +187,40 @@ pub fn run(
         ),
     }
 
-    let runtime = env.abs_path("XDG_RUNTIME_DIR");
-    match &runtime {
-        Some(dir) if is_writable_dir(dir) => {
-            report.add(Level::Ok, "scratch", format!("{}/ccvm", dir.display()))
-        }
-        Some(dir) => report.add(
-            Level::Fail,
-            "scratch",
+    // S6.4: where this run's keys and seed would go, checked as a launch checks it.
+    match crate::dirs::run_dir_candidate(env) {
+        Ok(dir) => report.add(
+            Level::Ok,
+            "run directory",
             format!(
-                "XDG_RUNTIME_DIR={} is not a writable directory; fix: unset it or correct it",
-                dir.display()
+                "{} (private, random name per run{})",
+                dir.parent().unwrap_or(Path::new("/")).display(),
+                if env.abs_path("XDG_RUNTIME_DIR").is_some() {
+                    ""
+                } else {
+                    "; XDG_RUNTIME_DIR is unset"
+                }
             ),
         ),
-        None => report.add(
-            Level::Ok,
-            "scratch",
-            format!(
-                "{} (XDG_RUNTIME_DIR is unset)",
-                std::env::temp_dir().display()
-            ),
+        Err(e) => report.add(
+            Level::Fail,
+            "run directory",
+            format!("{e}; fix: {}", e.hint().unwrap_or_default()),
         ),
     }
+    report.add(
+        Level::Ok,
+        "host-run files",
+        if config.writable_cwd {
+            "the project is writable, so the agent can change files your host runs later \
+             (.git/hooks, .git/config, .envrc, .claude/settings.json, .vscode/tasks.json, …); \
+             ccvm names every such change when the session ends. Use --read-only-cwd to rule \
+             it out"
+                .to_owned()
+        } else {
+            "the project is read-only: nothing the agent writes reaches the host".to_owned()
+        },
+    );
 
     if !destinations.is_empty() {
         explain_destinations(&mut report, planned.as_ref().ok(), &destinations, env);
@@ -294,8 +306,4 @@ fn explain_destinations(
             verdict.explanation,
         );
     }
-}
-
-fn is_writable_dir(dir: &Path) -> bool {
-    dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
 }

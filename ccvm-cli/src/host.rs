@@ -228,7 +228,8 @@ fn read_file(path: &Path, rules: &LinkRules) -> FileFact {
         return unreadable(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
     let mut bytes = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut std::io::Read::take(&file, MAX_FILE_BYTES), &mut bytes)
+    if let Err(e) =
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, MAX_FILE_BYTES), &mut bytes)
     {
         return unreadable(e.to_string());
     }

@@ -270,7 +270,13 @@ pub fn run(plan: &LaunchPlan, argv: &[OsString], env: &Env) -> Result<u8, Error>
         &plan.seed.files,
         &plan.host_reads,
     );
-    for warning in seed::write(seed_dir, &plan.seed.manifest, argv, &plan.seed.files, &rules)? {
+    for warning in seed::write(
+        seed_dir,
+        &plan.seed.manifest,
+        argv,
+        &plan.seed.files,
+        &rules,
+    )? {
         eprintln!("ccvm: warning: {warning}");
     }
     let ssh_keygen = crate::host::require_program("ssh-keygen", "openssh-client", env)?;

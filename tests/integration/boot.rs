@@ -515,8 +515,14 @@ fn guest_refuses_a_share_over_the_home_and_the_host_files_stay_unchanged() {
     let project = world.path("project");
     let own = [
         (project.join(".claude.json"), "{\"mine\":true}\n"),
-        (project.join(".gitconfig"), "[user]\n\tname = Project Owner\n"),
-        (project.join(".claude/settings.json"), "{\"theme\":\"mine\"}\n"),
+        (
+            project.join(".gitconfig"),
+            "[user]\n\tname = Project Owner\n",
+        ),
+        (
+            project.join(".claude/settings.json"),
+            "{\"theme\":\"mine\"}\n",
+        ),
         (project.join(".claude/CLAUDE.md"), "# the project's own\n"),
     ];
     for (path, content) in &own {
@@ -527,10 +533,7 @@ fn guest_refuses_a_share_over_the_home_and_the_host_files_stay_unchanged() {
     let fatal = boot_until_fatal(&world, "microvm", |manifest| {
         manifest.user.home = manifest.project_dir.clone();
     });
-    assert!(
-        fatal.contains("would contain the agent's home"),
-        "{fatal}"
-    );
+    assert!(fatal.contains("would contain the agent's home"), "{fatal}");
     for (path, content) in &own {
         assert_eq!(
             fs::read_to_string(path).expect("still there"),
@@ -544,5 +547,9 @@ fn guest_refuses_a_share_over_the_home_and_the_host_files_stay_unchanged() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "nothing was added to the project's .claude: {names:?}");
+    assert_eq!(
+        names.len(),
+        2,
+        "nothing was added to the project's .claude: {names:?}"
+    );
 }

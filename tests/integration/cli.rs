@@ -357,7 +357,21 @@ fn a_loose_or_foreign_run_directory_is_refused_naming_it() {
         "{}",
         out.stderr
     );
+    let doctor = world.ccvm().arg("--ccvm-doctor").run();
+    let line = doctor_line(&doctor.stdout, "run");
+    assert!(
+        line.starts_with("FAIL") && line.contains("mode 0755"),
+        "{}",
+        doctor.stdout
+    );
     std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let doctor = world.ccvm().arg("--ccvm-doctor").run();
+    let line = doctor_line(&doctor.stdout, "run");
+    assert!(
+        line.starts_with("ok") && line.contains(&runtime.join("ccvm").display().to_string()),
+        "{}",
+        doctor.stdout
+    );
     let prepared = runtime.join("ccvm");
     std::fs::create_dir(&prepared).expect("mkdir");
     world.hand_over();

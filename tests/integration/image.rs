@@ -117,7 +117,10 @@ fn a_claude_code_download_with_the_wrong_digest_fails_naming_both_and_never_runs
     std::fs::create_dir(&package).expect("mkdir");
     std::fs::write(
         package.join("claude"),
-        format!("#!/bin/sh\ntouch {}\necho '2.1.330 (Claude Code)'\n", marker.display()),
+        format!(
+            "#!/bin/sh\ntouch {}\necho '2.1.330 (Claude Code)'\n",
+            marker.display()
+        ),
     )
     .expect("write");
     std::fs::set_permissions(
@@ -156,7 +159,10 @@ fn a_claude_code_download_with_the_wrong_digest_fails_naming_both_and_never_runs
     assert!(!marker.exists(), "the downloaded claude ran");
     let seen = std::fs::read_to_string(&npm_env).expect("npm ran");
     assert!(!seen.contains("must-not-leak"), "npm saw a secret:\n{seen}");
-    assert!(seen.contains("npm_config_registry=http://127.0.0.1:9/"), "{seen}");
+    assert!(
+        seen.contains("npm_config_registry=http://127.0.0.1:9/"),
+        "{seen}"
+    );
     assert!(
         world
             .tree()

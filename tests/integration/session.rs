@@ -465,7 +465,11 @@ fn a_planted_git_hook_and_fsmonitor_are_reported_at_exit() {
         .args(["--shell", "-c", "echo v2 > notes.txt"])
         .run_within(SESSION_LIMIT)
         .expect_code(0);
-    assert!(!out.stderr.contains("programs on your host"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("programs on your host"),
+        "{}",
+        out.stderr
+    );
 
     let plant = "printf '#!/bin/sh\\necho planted-by-the-agent\\n' > .git/hooks/pre-commit && \
                  chmod +x .git/hooks/pre-commit && \
@@ -482,6 +486,10 @@ fn a_planted_git_hook_and_fsmonitor_are_reported_at_exit() {
         "ccvm:   changed  .git/config",
         "ccvm:     + \tfsmonitor = ./fsmonitor.sh",
     ] {
-        assert!(out.stderr.contains(needle), "missing {needle:?}:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "missing {needle:?}:\n{}",
+            out.stderr
+        );
     }
 }

@@ -37,14 +37,38 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// A root image smaller than this cannot hold a Debian system: the packing went wrong.
 const MIN_ROOT_BYTES: u64 = 16 << 20;
 
-/// Where images live.
-pub fn images_dir(env: &Env) -> PathBuf {
-    cache_dir(env).join("ccvm/images")
+/// Where images live: `<cache>/ccvm/images`. Both ccvm directories, when they exist, must be
+/// the user's and not writable by others (S6.4): an image is a kernel and a root file system
+/// the VM boots with this session's keys, so nobody else may be able to swap one in. The same
+/// holds for a cache in the temp dir (no `HOME`, no passwd entry).
+pub fn images_dir(env: &Env) -> Result<PathBuf, Error> {
+    let cache = cache_dir(env);
+    if cache.starts_with(std::env::temp_dir()) {
+        crate::dirs::check_if_present(&cache, "the cache directory", false)?;
+    }
+    let ccvm = cache.join("ccvm");
+    crate::dirs::check_if_present(&ccvm, "the cache directory", false)?;
+    let images = ccvm.join("images");
+    crate::dirs::check_if_present(&images, "the image cache", false)?;
+    Ok(images)
+}
+
+/// [`images_dir`], created (privately) when missing.
+fn create_images_dir(env: &Env) -> Result<PathBuf, Error> {
+    let images = images_dir(env)?;
+    let cache = cache_dir(env);
+    if cache.starts_with(std::env::temp_dir()) {
+        crate::dirs::ensure(&cache, "the cache directory")?;
+    } else {
+        fs::create_dir_all(&cache).map_err(io("cannot create", &cache))?;
+    }
+    crate::dirs::ensure_below(&cache, &images, "the image cache")?;
+    Ok(images)
 }
 
 /// The directory a name resolves to (`<images>/<name>-<arch>`), whether or not it exists.
-pub fn named_dir(env: &Env, name: &str, arch: &str) -> PathBuf {
-    images_dir(env).join(format!("{name}-{arch}"))
+pub fn named_dir(env: &Env, name: &str, arch: &str) -> Result<PathBuf, Error> {
+    Ok(images_dir(env)?.join(format!("{name}-{arch}")))
 }
 
 /// What a built image records about itself.
@@ -164,12 +188,19 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
 /// carry a credential (npm's own `npm_config_*` and `NPM_*` settings stay, so a configured
 /// registry or mirror keeps working), with only the absolute `PATH` entries.
 fn build_environment(env: &Env) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    const SECRET_WORDS: [&str; 7] = ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL"];
+    const SECRET_WORDS: [&str; 7] = [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "AUTH",
+        "CREDENTIAL",
+    ];
     env.iter()
         .filter(|(name, _)| {
             let upper = name.to_string_lossy().to_ascii_uppercase();
-            upper.starts_with("NPM_")
-                || !SECRET_WORDS.iter().any(|w| upper.contains(w))
+            upper.starts_with("NPM_") || !SECRET_WORDS.iter().any(|w| upper.contains(w))
         })
         .filter(|(name, _)| name.as_os_str() != "PATH")
         .map(|(name, value)| (name.clone(), value.clone()))
@@ -335,7 +366,7 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
     let agent = find_guest_agent(env, arch)?;
     let agent_sha = sha256_file(&agent)?;
     let key = recipe.key(&agent_sha);
-    let images = images_dir(env);
+    let images = create_images_dir(env)?;
     let final_dir = images.join(&key);
     let link_name = format!("{}-{arch}", options.name);
     if final_dir.join(MANIFEST_FILE).is_file() && !options.force {
@@ -347,7 +378,6 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
         );
         return Ok(final_dir);
     }
-    fs::create_dir_all(&images).map_err(io("cannot create", &images))?;
     remove_stale_builds(&images);
     let work = images.join(format!(".build-{key}-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(io("cannot create", &work))?;
@@ -595,7 +625,7 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
 
 /// `--ccvm-image list`.
 pub fn list(env: &Env) -> Result<String, Error> {
-    let images = images_dir(env);
+    let images = images_dir(env)?;
     let mut out = String::from("NAME  ARCH  CLAUDE CODE  KERNEL  ROOT SIZE  KEY\n");
     let Ok(entries) = fs::read_dir(&images) else {
         out.push_str(&format!("(no images in {})\n", images.display()));
@@ -630,15 +660,15 @@ pub fn list(env: &Env) -> Result<String, Error> {
 
 /// `--ccvm-image remove NAME`: the name link and the image it points to.
 pub fn remove(env: &Env, name: &str) -> Result<String, Error> {
-    let link = named_dir(env, name, std::env::consts::ARCH);
+    let link = named_dir(env, name, std::env::consts::ARCH)?;
     let target = fs::read_link(&link).map_err(|_| Error::Usage {
         message: format!("no image named `{name}` (looked for {})", link.display()),
         hint: Some("`ccvm --ccvm-image list` shows the images".to_owned()),
     })?;
-    let dir = images_dir(env).join(&target);
+    let dir = images_dir(env)?.join(&target);
     fs::remove_file(&link).map_err(io("cannot remove", &link))?;
     // Another name may still use the same key.
-    if !key_in_use(&images_dir(env), &target) {
+    if !key_in_use(&images_dir(env)?, &target) {
         fs::remove_dir_all(&dir).map_err(io("cannot remove", &dir))?;
     }
     let mut out = Vec::new();
