@@ -27,26 +27,83 @@ pub const SECRET_DIRS: &[&str] = &[
     ".aws",
     ".azure",
     ".kube",
+    ".minikube",
     ".docker",
+    ".oci",
+    ".pki",
+    ".password-store",
+    ".terraform.d",
+    ".vagrant.d",
+    ".gem",
+    ".m2",
+    ".gradle",
+    ".fly",
+    ".mozilla",
+    ".thunderbird",
     ".config/gcloud",
     ".config/gh",
     ".config/hub",
+    ".config/glab-cli",
+    ".config/github-copilot",
+    ".config/containers",
+    ".config/sops",
+    ".config/op",
+    ".config/rclone",
+    ".config/doctl",
+    ".config/configstore",
+    ".config/Bitwarden CLI",
+    ".config/keybase",
+    ".config/google-chrome",
+    ".config/chromium",
     ".local/share/keyrings",
-    ".password-store",
-    ".terraform.d",
+    ".local/share/password-store",
 ];
 
-/// Files under the home directory that hold credentials.
+/// Files under the home directory that hold credentials or a record of what was typed.
 pub const SECRET_FILES: &[&str] = &[
     ".claude/.credentials.json",
     ".netrc",
     ".git-credentials",
     ".config/git/credentials",
     ".npmrc",
+    ".yarnrc.yml",
     ".pypirc",
+    ".pgpass",
+    ".my.cnf",
+    ".s3cfg",
+    ".boto",
+    ".terraformrc",
+    ".vault-token",
     ".cargo/credentials",
     ".cargo/credentials.toml",
-    ".vault-token",
+    ".bash_history",
+    ".zsh_history",
+    ".histfile",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    ".lesshst",
+    ".viminfo",
+    ".local/share/fish/fish_history",
+];
+
+/// Names that mark a secret wherever they appear in a path, so that a dotfiles repository
+/// mirroring the home (`~/dotfiles/ssh/.ssh/id_ed25519`, GNU stow's layout) is refused like
+/// the home itself: the first component of every [`SECRET_DIRS`] entry and these file names.
+const SECRET_NAMES: &[&str] = &[
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_ecdsa_sk",
+    "id_ed25519_sk",
+    ".credentials.json",
+    "credentials",
+    "credentials.json",
+    "credentials.toml",
 ];
 
 /// Claude Code's credential file; never staged under any name (S5.3).
@@ -68,8 +125,7 @@ fn canonical_or_self(path: &Path) -> PathBuf {
 
 /// S5.1: refuses a project directory whose sharing would expose the home directory or a
 /// secret store, or let guest setup write over the user's own files. `project` is canonical.
-pub fn check_project_dir(project: &Path, home: &Path) -> Result<(), Error> {
-    let home = canonical_or_self(home);
+pub fn check_project_dir(project: &Path, homes: &[PathBuf]) -> Result<(), Error> {
     let refuse = |why: String| Error::ProjectDir {
         path: project.to_owned(),
         why,
@@ -77,35 +133,78 @@ pub fn check_project_dir(project: &Path, home: &Path) -> Result<(), Error> {
     if project == Path::new("/") {
         return Err(refuse("is the root directory".to_owned()));
     }
-    if home.starts_with(project) {
-        return Err(refuse(if home == project {
-            "is your home directory".to_owned()
-        } else {
-            format!("contains your home directory {}", home.display())
-        }));
+    if let Some(tree) = KERNEL_TREES
+        .iter()
+        .chain(&["/run", "/etc", "/boot"])
+        .find(|t| project.starts_with(t))
+    {
+        return Err(refuse(format!("is inside {tree}, a system directory")));
     }
-    let claude = std::iter::once(".claude");
-    for name in claude.chain(SECRET_DIRS.iter().copied()) {
-        let store = home.join(name);
-        let Ok(store) = fs::canonicalize(&store) else {
-            continue;
-        };
-        if store.starts_with(project) {
+    let id = |path: &Path| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let project_id = id(project);
+    for home in homes {
+        let home = canonical_or_self(home);
+        if home.starts_with(project) {
+            return Err(refuse(if home == project {
+                "is your home directory".to_owned()
+            } else {
+                format!("contains your home directory {}", home.display())
+            }));
+        }
+        // The same directory under another name (a bind mount of the home or of `/home`).
+        if project_id.is_some() && home.ancestors().any(|a| id(a) == project_id) {
             return Err(refuse(format!(
-                "contains {} ({})",
-                home.join(name).display(),
-                if name == ".claude" {
-                    "Claude Code's login and history"
-                } else {
-                    "a credential store"
-                }
+                "is your home directory {} (or a directory above it) under another name",
+                home.display()
             )));
         }
-        if name != ".claude" && project.starts_with(&store) {
-            return Err(refuse(format!(
-                "is inside the credential store {}",
-                home.join(name).display()
-            )));
+        let stores = std::iter::once(".claude")
+            .chain(SECRET_DIRS.iter().copied())
+            .map(|name| (name, true))
+            .chain(
+                SECRET_FILES
+                    .iter()
+                    .chain(&[".claude.json", ".gitconfig", ".config/git"])
+                    .map(|name| (*name, false)),
+            );
+        for (name, dir) in stores {
+            let Ok(store) = fs::canonicalize(home.join(name)) else {
+                continue;
+            };
+            if store.starts_with(project) {
+                return Err(refuse(format!(
+                    "contains {} ({})",
+                    home.join(name).display(),
+                    match name {
+                        ".claude" => "Claude Code's login and history",
+                        ".claude.json" | ".gitconfig" | ".config/git" => {
+                            "configuration ccvm only stages sanitized"
+                        }
+                        _ => "credentials",
+                    }
+                )));
+            }
+            if dir && name != ".claude" && project.starts_with(&store) {
+                return Err(refuse(format!(
+                    "is inside the credential store {}",
+                    home.join(name).display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a project that holds a directory ccvm keeps private (the run directory's parent,
+/// the image cache): the agent could read the session keys or replace the next VM's kernel.
+pub fn check_project_holds_none_of(project: &Path, private: &[(&str, &Path)]) -> Result<(), Error> {
+    for (what, dir) in private {
+        let dir = canonical_or_self(dir);
+        if dir.starts_with(project) {
+            return Err(Error::ProjectDir {
+                path: project.to_owned(),
+                why: format!("contains {what} {}", dir.display()),
+            });
         }
     }
     Ok(())
@@ -136,18 +235,28 @@ impl LinkRules {
     /// staged, `sanitized` the files that only cross through a sanitizer.
     pub fn new(home: &Path, staged: &[PathBuf], sanitized: &[PathBuf]) -> LinkRules {
         let home = canonical_or_self(home);
-        let secret_dirs: Vec<PathBuf> = SECRET_DIRS
+        let mut secret_dirs: Vec<PathBuf> = SECRET_DIRS
             .iter()
             .map(|d| canonical_or_self(&home.join(d)))
             .collect();
-        let secret_files: Vec<PathBuf> = SECRET_FILES
+        let mut secret_files: Vec<PathBuf> = SECRET_FILES
             .iter()
             .map(|f| canonical_or_self(&home.join(f)))
             .collect();
         let mut secret_ids = HashSet::new();
         let mut budget = SECRET_WALK_LIMIT;
+        let mut linked = Vec::new();
         for dir in &secret_dirs {
-            collect_ids(dir, &mut secret_ids, &mut budget);
+            collect_ids(dir, &mut secret_ids, &mut linked, &mut budget);
+        }
+        // A store whose files are links into a dotfiles repository: those files are
+        // secrets by path too.
+        for target in linked {
+            if target.is_dir() {
+                secret_dirs.push(target);
+            } else {
+                secret_files.push(target);
+            }
         }
         for file in &secret_files {
             if let Ok(meta) = fs::metadata(file) {
@@ -197,6 +306,11 @@ impl LinkRules {
         if self.home.starts_with(target) {
             return Some("your home directory or a directory above it".to_owned());
         }
+        if let Ok(below) = target.strip_prefix(&self.home)
+            && names_a_secret(below)
+        {
+            return Some("named like a credential store or key".to_owned());
+        }
         if target.starts_with(&self.home) || PACKAGE_STORES.iter().any(|s| target.starts_with(s)) {
             return None;
         }
@@ -217,7 +331,33 @@ impl LinkRules {
     }
 }
 
-fn collect_ids(dir: &Path, ids: &mut HashSet<FileId>, budget: &mut usize) {
+/// Whether a path (below some home-like directory) names a secret store or key anywhere in it:
+/// a component like `id_ed25519` or `.netrc`, or a run of components like `.ssh` or
+/// `.config/gh`.
+fn names_a_secret(path: &Path) -> bool {
+    let names: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let has_run = |pattern: &str| {
+        let parts: Vec<&str> = pattern.split('/').collect();
+        names
+            .windows(parts.len())
+            .any(|w| w.iter().zip(&parts).all(|(a, b)| a == b))
+    };
+    names.iter().any(|n| SECRET_NAMES.contains(&n.as_str()))
+        || SECRET_DIRS.iter().any(|d| has_run(d))
+        || SECRET_FILES.iter().any(|f| has_run(f))
+}
+
+/// The identities of the files in a secret store (links followed), and the canonical targets
+/// of links in it.
+fn collect_ids(
+    dir: &Path,
+    ids: &mut HashSet<FileId>,
+    linked: &mut Vec<PathBuf>,
+    budget: &mut usize,
+) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -226,9 +366,21 @@ fn collect_ids(dir: &Path, ids: &mut HashSet<FileId>, budget: &mut usize) {
             return;
         }
         *budget -= 1;
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_symlink())
+            && let Ok(target) = fs::canonicalize(&path)
+        {
+            linked.push(target);
+            if let Ok(meta) = fs::metadata(&path)
+                && meta.is_file()
+            {
+                ids.insert((meta.dev(), meta.ino()));
+            }
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
-            collect_ids(&entry.path(), ids, budget);
+            collect_ids(&path, ids, linked, budget);
         } else {
             ids.insert((meta.dev(), meta.ino()));
         }
@@ -277,7 +429,7 @@ mod tests {
     fn project_dir_refuses_root_home_ancestors_and_secret_stores() {
         let home = Home::new();
         let h = home.path("");
-        assert!(check_project_dir(&home.path("src/p"), &h).is_ok());
+        assert!(check_project_dir(&home.path("src/p"), std::slice::from_ref(&h)).is_ok());
         for (bad, why) in [
             (PathBuf::from("/"), "root directory"),
             (h.clone(), "is your home directory"),
@@ -285,7 +437,7 @@ mod tests {
             (home.path(".ssh"), "contains"),
             (home.path(".claude"), "contains"),
         ] {
-            let error = check_project_dir(&bad, &h).expect_err("refused");
+            let error = check_project_dir(&bad, std::slice::from_ref(&h)).expect_err("refused");
             assert!(error.to_string().contains(why), "{bad:?}: {error}");
             assert_eq!(error.exit_code(), 2);
         }
@@ -294,14 +446,103 @@ mod tests {
         fs::create_dir(home.path("dotfiles/ssh")).expect("mkdir");
         std::os::unix::fs::symlink(home.path("dotfiles/ssh"), home.dir.path().join(".ssh"))
             .expect("symlink");
-        let error = check_project_dir(&home.path("dotfiles"), &h).expect_err("refused");
+        let error = check_project_dir(&home.path("dotfiles"), std::slice::from_ref(&h))
+            .expect_err("refused");
         assert!(error.to_string().contains(".ssh"), "{error}");
         fs::create_dir(home.path("dotfiles/ssh").join("sub")).expect("mkdir");
         let inside = home.path("dotfiles/ssh/sub");
-        let error = check_project_dir(&inside, &h).expect_err("refused");
+        let error = check_project_dir(&inside, std::slice::from_ref(&h)).expect_err("refused");
         assert!(
             error.to_string().contains("inside the credential store"),
             "{error}"
+        );
+    }
+
+    /// The review's holes: system trees, the real targets of files that only cross sanitized
+    /// (a dotfiles project holding the real `~/.gitconfig`), the passwd home besides `$HOME`,
+    /// and private directories inside the project.
+    #[test]
+    fn project_dir_refuses_system_trees_sanitized_targets_and_private_dirs() {
+        let home = Home::new();
+        let h = home.path("");
+        for tree in ["/proc", "/proc/1", "/sys", "/dev/shm", "/run", "/etc"] {
+            let error =
+                check_project_dir(Path::new(tree), std::slice::from_ref(&h)).expect_err("refused");
+            assert!(
+                error.to_string().contains("a system directory"),
+                "{tree}: {error}"
+            );
+        }
+        fs::write(home.path("dotfiles").join("gitconfig"), "[user]\n").expect("write");
+        std::os::unix::fs::symlink(
+            home.path("dotfiles/gitconfig"),
+            home.dir.path().join(".gitconfig"),
+        )
+        .expect("symlink");
+        let error = check_project_dir(&home.path("dotfiles"), std::slice::from_ref(&h))
+            .expect_err("refused");
+        assert!(error.to_string().contains(".gitconfig"), "{error}");
+
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let error = check_project_dir(&h, &[elsewhere.path().to_owned(), h.clone()])
+            .expect_err("the passwd home is protected too");
+        assert!(
+            error.to_string().contains("is your home directory"),
+            "{error}"
+        );
+
+        let project = home.path("src/p");
+        fs::create_dir_all(project.join(".cache/ccvm/images")).expect("mkdir");
+        let error = check_project_holds_none_of(
+            &project,
+            &[("the image cache", &project.join(".cache/ccvm/images"))],
+        )
+        .expect_err("refused");
+        assert!(
+            error.to_string().contains("contains the image cache"),
+            "{error}"
+        );
+    }
+
+    /// GNU stow's layout: `~/.ssh/id_ed25519 -> ../dotfiles/ssh/.ssh/id_ed25519`. A link from
+    /// `~/.claude` to the key's real place is refused, by its canonical path, its name and
+    /// its inode; so is any other path that names a key store.
+    #[test]
+    fn keys_behind_dotfile_links_are_refused_wherever_they_really_live() {
+        let home = Home::new();
+        let stow = home.dir.path().join("dotfiles/ssh/.ssh");
+        fs::create_dir_all(&stow).expect("mkdir");
+        fs::write(stow.join("work_key"), "PRIVATE").expect("write");
+        std::os::unix::fs::symlink(stow.join("work_key"), home.dir.path().join(".ssh/work_key"))
+            .expect("symlink");
+        fs::create_dir_all(home.dir.path().join("notes")).expect("mkdir");
+        fs::write(home.dir.path().join("notes/work_key.md"), "x").expect("write");
+        let rules = home.rules();
+        let real = home.path("dotfiles/ssh/.ssh/work_key");
+        assert!(rules.refuse_target(&real).is_some(), "by its real path");
+        assert!(
+            rules
+                .refuse_file(&fs::metadata(&real).expect("meta"))
+                .is_some(),
+            "by inode"
+        );
+        for named in [
+            "dotfiles/aws/.aws/config",
+            "backup/.config/gh/hosts.yml",
+            "x/id_ed25519",
+        ] {
+            assert!(
+                rules
+                    .refuse_target(&home.path("").join(named))
+                    .is_some_and(|why| why.contains("named like")),
+                "{named}"
+            );
+        }
+        assert_eq!(rules.refuse_target(&home.path("notes/work_key.md")), None);
+        assert_eq!(
+            rules.refuse_target(&home.path("").join("dotfiles/claude/agents/a.md")),
+            None,
+            "an ordinary dotfiles file"
         );
     }
 

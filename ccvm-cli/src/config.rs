@@ -188,7 +188,7 @@ pub fn cache_dir(env: &Env) -> PathBuf {
                 .map(|user| user.dir.join(".cache"))
         })
         .unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("ccvm-cache-{}", nix::unistd::getuid()))
+            crate::dirs::temp_dir(env).join(format!("ccvm-cache-{}", nix::unistd::getuid()))
         })
 }
 

@@ -98,6 +98,13 @@ pub fn ensure_below(base: &Path, path: &Path, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `$TMPDIR` when it is an absolute path, else `/tmp` (a relative `TMPDIR=.` would put the run
+/// directory, keys included, into the project).
+pub fn temp_dir(env: &crate::config::Env) -> PathBuf {
+    env.abs_path("TMPDIR")
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
 /// A name nobody can guess: 16 hex digits from the kernel's random source.
 fn random_suffix() -> Result<String, Error> {
     use std::io::Read;
@@ -127,13 +134,22 @@ pub fn run_dir_candidate(env: &crate::config::Env) -> Result<PathBuf, Error> {
         check_if_present(&base, "the run directory's parent", true)?;
         return Ok(base.join(format!("{}{suffix}", RUN_PREFIXES[0])));
     }
-    let temp = std::env::temp_dir();
+    let temp = temp_dir(env);
     let meta = fs::metadata(&temp).map_err(|source| Error::Io {
         what: "cannot use the temporary directory",
         path: temp.clone(),
         source,
     })?;
-    // Anyone who may write a non-sticky directory may rename or delete our entry in it.
+    // Anyone who may write a non-sticky directory may rename or delete our entry in it, and
+    // the owner of a sticky one may too.
+    let uid = nix::unistd::getuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != uid {
+        return Err(refused(
+            &temp,
+            "the temporary directory",
+            format!("is owned by uid {}, neither root nor you", meta.uid()),
+        ));
+    }
     let shared_unsafely = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
     if shared_unsafely {
         return Err(refused(

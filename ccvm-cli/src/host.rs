@@ -26,6 +26,7 @@ pub fn base_facts(env: &Env) -> Result<HostFacts, Error> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let passwd = nix::unistd::User::from_uid(uid).ok().flatten();
+    let passwd_home = passwd.as_ref().map(|p| p.dir.clone());
     let home = env
         .home()
         .or_else(|| passwd.as_ref().map(|p| p.dir.clone()))
@@ -45,7 +46,11 @@ pub fn base_facts(env: &Env) -> Result<HostFacts, Error> {
             path: PathBuf::from("."),
             source,
         })?;
-    crate::boundary::check_project_dir(&cwd, &home)?;
+    // `$HOME` and the passwd entry's home may differ (`HOME=/elsewhere ccvm` from the real
+    // home): both are protected.
+    let mut homes = vec![home.clone()];
+    homes.extend(passwd_home.filter(|p| *p != home));
+    crate::boundary::check_project_dir(&cwd, &homes)?;
     Ok(HostFacts {
         host_arch: std::env::consts::ARCH.to_owned(),
         uid: uid.as_raw(),
@@ -114,33 +119,67 @@ pub fn expand_home(path: &str, home: &Path) -> PathBuf {
     }
 }
 
-/// `PATH` with only its absolute entries (S3.3). An empty entry means "the current
-/// directory" to a shell, and a relative one is relative to it: both would let a project
-/// directory (or whatever directory ccvm is started from) plant a `git` or `qemu-system-*`
-/// that ccvm then runs on the host.
-pub fn absolute_path_var(env: &Env) -> Option<OsString> {
-    let path = env.get("PATH")?;
-    let entries: Vec<PathBuf> = std::env::split_paths(path)
+/// The `PATH` entries ccvm looks programs up in (S3.3): absolute ones only, and none inside
+/// the current directory (the project, for a session). An empty entry means "the current
+/// directory" to a shell and a relative one is relative to it; an absolute entry inside the
+/// project is just as common (`.venv/bin` after `source .venv/bin/activate`, direnv's
+/// `PATH_add bin`). Any of them would let a project plant a `git`, `ssh` or `qemu-system-*`
+/// that ccvm then runs on the host, with the API key in its environment.
+pub fn trusted_path_entries(env: &Env) -> Vec<PathBuf> {
+    let Some(path) = env.get("PATH") else {
+        return Vec::new();
+    };
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).ok();
+    std::env::split_paths(path)
         .filter(|entry| entry.is_absolute())
-        .collect();
-    std::env::join_paths(entries).ok()
+        .filter(|entry| {
+            let canonical = entry.canonicalize().unwrap_or_else(|_| entry.clone());
+            cwd.as_ref().is_none_or(|cwd| !canonical.starts_with(cwd))
+        })
+        .collect()
+}
+
+/// [`trusted_path_entries`] as a `PATH` value, for the programs ccvm starts.
+pub fn absolute_path_var(env: &Env) -> Option<OsString> {
+    std::env::join_paths(trusted_path_entries(env)).ok()
+}
+
+/// Whether a program (or its directory) could have been replaced by someone but root or the
+/// user: owned by another user, or writable by group or others (S3.3's rule for plugins).
+fn untrusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::getuid().as_raw();
+    std::fs::metadata(path).map_or(true, |m| {
+        (m.uid() != 0 && m.uid() != uid) || m.mode() & 0o022 != 0
+    })
 }
 
 /// The absolute path of `program`: itself when absolute and executable, else the first
-/// executable of that name in the absolute entries of `PATH`.
+/// executable of that name in the [`trusted_path_entries`] that neither the file nor its
+/// directory could have been planted by another user.
 pub fn find_program(program: &str, env: &Env) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if program.starts_with('/') {
-        let executable = std::fs::metadata(program)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        return executable.then(|| PathBuf::from(program));
+        return executable(Path::new(program)).then(|| PathBuf::from(program));
     }
     if program.contains('/') {
         // `bin/qemu`: relative to the current directory, which ccvm never trusts.
         return None;
     }
-    let path = absolute_path_var(env)?;
-    // Every entry is absolute, so the working directory `which` is given never matters.
-    which::which_in(program, Some(path), "/").ok()
+    trusted_path_entries(env)
+        .into_iter()
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            executable(candidate)
+                && !untrusted(candidate)
+                && candidate
+                    .canonicalize()
+                    .ok()
+                    .and_then(|c| c.parent().map(Path::to_owned))
+                    .is_some_and(|dir| !untrusted(&dir))
+        })
 }
 
 /// [`find_program`], or the error a missing host program is: what to install.
@@ -278,9 +317,24 @@ fn parse_git_list(output: &[u8]) -> Vec<(String, String)> {
 /// excludes file's content. `None` when git is not installed.
 fn git_global_config(home: &Path, env: &Env) -> Option<GitConfigFact> {
     let git = find_program("git", env)?;
+    // From `/` (a project's own `.git/config` must not apply) and with only what git needs.
     let run = |args: &[&str]| {
         Command::new(&git)
             .args(args)
+            .current_dir("/")
+            .env_clear()
+            .envs(
+                [
+                    "HOME",
+                    "XDG_CONFIG_HOME",
+                    "GIT_CONFIG_GLOBAL",
+                    "GIT_CONFIG_NOSYSTEM",
+                    "LANG",
+                ]
+                .iter()
+                .filter_map(|name| env.get(name).map(|value| (*name, value))),
+            )
+            .env("HOME", home)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output()

@@ -119,6 +119,11 @@ struct ReportChanges(Option<crate::watch::Snapshot>);
 impl Drop for ReportChanges {
     fn drop(&mut self) {
         if let Some(text) = self.0.as_ref().and_then(crate::watch::Snapshot::report) {
+            // Attributes the session left set (concealed text, a hidden cursor) must not hide
+            // the report.
+            if std::io::stderr().is_terminal() {
+                eprint!("\x1b[0m\x1b[?25h");
+            }
             eprint!("{text}");
         }
     }

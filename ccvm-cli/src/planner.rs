@@ -388,6 +388,16 @@ pub fn plan(
         caps.guest_arch.clone()
     };
     let image_dir = crate::image::named_dir(env, &config.image, &guest_arch)?;
+    crate::boundary::check_project_holds_none_of(
+        Path::new(&facts.project_dir),
+        &[
+            (
+                "the run directory",
+                run_dir.parent().unwrap_or(Path::new("/")),
+            ),
+            ("the image cache", &crate::image::images_dir(env)?),
+        ],
+    )?;
     let image = ImagePlan {
         name: config.image.clone(),
         dir: host::utf8(&image_dir, "the image directory")?,

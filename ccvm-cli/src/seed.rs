@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -118,33 +119,34 @@ impl Stager<'_> {
                 return Ok(());
             }
         };
-        let source = if link {
-            match fs::canonicalize(from) {
-                Ok(target) => match self.rules.refuse_target(&target) {
-                    None => target,
-                    Some(why) => {
-                        self.skip(from, format!("links to {}, {why}", target.display()));
-                        return Ok(());
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.skip(from, "is a dangling symlink");
-                    return Ok(());
-                }
-                Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                    self.skip(from, "is a symlink loop");
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.skip(from, format!("cannot be resolved ({e})"));
-                    return Ok(());
-                }
+        // Every entry is judged by where it really is: a link by its target, and an entry
+        // below a linked directory (`agents/cfg/gh/hosts.yml` with `cfg -> ~/.config`) by
+        // its canonical path.
+        let source = match fs::canonicalize(from) {
+            Ok(target) => target,
+            Err(e) if link && e.kind() == std::io::ErrorKind::NotFound => {
+                self.skip(from, "is a dangling symlink");
+                return Ok(());
             }
-        } else {
-            from.to_owned()
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                self.skip(from, "is a symlink loop");
+                return Ok(());
+            }
+            Err(e) => {
+                self.skip(from, format!("cannot be resolved ({e})"));
+                return Ok(());
+            }
         };
-        // No link is followed from here on (the source is canonical or not a link), and a FIFO
-        // or device cannot block or act on open: it is only looked at, then skipped.
+        if let Some(why) = self.rules.refuse_target(&source) {
+            if link {
+                self.skip(from, format!("links to {}, {why}", source.display()));
+            } else {
+                self.skip(from, format!("is {}, {why}", source.display()));
+            }
+            return Ok(());
+        }
+        // No link is followed from here on (the source is canonical), and a FIFO or device
+        // cannot block or act on open: it is only looked at, then skipped.
         let file = match fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -156,6 +158,13 @@ impl Stager<'_> {
                 return Ok(());
             }
         };
+        // A directory on the way may have been swapped for a link since it was checked: what
+        // was opened must be what was judged.
+        let opened = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if opened.as_deref().ok() != Some(source.as_path()) {
+            self.skip(from, "changed while it was being staged");
+            return Ok(());
+        }
         let meta = file.metadata().map_err(io("cannot inspect", &source))?;
         if meta.is_dir() {
             self.copy_dir(from, &source, to, &meta, drop_names)
@@ -283,9 +292,12 @@ pub fn write(
 }
 
 fn keygen(ssh_keygen: &Path, key: &Path, comment: &str) -> Result<String, Error> {
+    // It needs nothing of the user's environment (and so gets none of its secrets).
     let output = Command::new(ssh_keygen)
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(key)
+        .env_clear()
+        .current_dir("/")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::Host {
@@ -514,6 +526,10 @@ mod tests {
         link("shadow.md", Path::new("/etc/passwd"));
         link("home", home);
         link("notes", &home.join("notes"));
+        // Below a linked directory, entries are judged by where they really are.
+        fs::create_dir_all(home.join(".config/gh")).expect("mkdir");
+        fs::write(home.join(".config/gh/hosts.yml"), "oauth_token: gho_x").expect("write");
+        link("cfg", &home.join(".config"));
         let seed = host.path().join("seed");
         let warnings = write(&seed, &manifest(), &[], &[agents_item(home)], &rules(home))
             .expect("seed written");
@@ -538,6 +554,7 @@ mod tests {
             "PRIVATE KEY",
             "aws_secret",
             "oauth",
+            "gho_x",
             "history",
             "primaryApiKey",
         ] {
@@ -554,6 +571,7 @@ mod tests {
             "shadow.md",
             "home",
             "notes/innocent.md",
+            "cfg/gh",
         ] {
             let named = agents.join(name).display().to_string();
             assert_eq!(
@@ -565,7 +583,7 @@ mod tests {
                 "one warning for {name}: {warnings:?}"
             );
         }
-        assert_eq!(warnings.len(), 10, "{warnings:?}");
+        assert_eq!(warnings.len(), 11, "{warnings:?}");
     }
 
     #[test]

@@ -303,14 +303,20 @@ fn a_project_that_is_or_holds_the_home_or_a_secret_store_is_refused() {
     assert_eq!(world.tree(), before, "a refused launch created something");
 }
 
-/// S3.3: an empty or relative `PATH` entry (`PATH=:/usr/bin`) never makes ccvm run a program
-/// planted in the project directory, not even for `--ccvm-plan`.
+/// S3.3: an empty, relative or in-project `PATH` entry (`PATH=:/usr/bin`, an activated
+/// `.venv/bin`) never makes ccvm run a program planted in the project, not even for
+/// `--ccvm-plan`.
 #[test]
 fn programs_planted_in_the_project_never_run_through_an_empty_path_entry() {
     let world = World::new();
     let marker = world.path("planted-ran");
-    for program in ["git", "qemu-system-x86_64", "ssh", "ssh-keygen"] {
-        let path = world.path("project").join(program);
+    let venv = world.path("project/.venv/bin");
+    std::fs::create_dir_all(&venv).expect("mkdir");
+    for (dir, program) in ["git", "qemu-system-x86_64", "ssh", "ssh-keygen"]
+        .iter()
+        .flat_map(|p| [(world.path("project"), *p), (venv.clone(), *p)])
+    {
+        let path = dir.join(program);
         std::fs::write(
             &path,
             format!("#!/bin/sh\necho {program} >> {}\n", marker.display()),
@@ -319,7 +325,14 @@ fn programs_planted_in_the_project_never_run_through_an_empty_path_entry() {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
-    for path in [":/usr/bin:/bin", ".:/usr/bin:/bin", "/usr/bin::/bin"] {
+    // `source .venv/bin/activate` puts an absolute entry inside the project first.
+    let activated = format!("{}:/usr/bin:/bin", venv.display());
+    for path in [
+        ":/usr/bin:/bin",
+        ".:/usr/bin:/bin",
+        "/usr/bin::/bin",
+        activated.as_str(),
+    ] {
         let out = world.ccvm().arg("--ccvm-plan").env("PATH", path).run();
         let hypervisor = if out.code == 0 {
             out.json()["machine"]["hypervisor"]["program"]

@@ -54,18 +54,26 @@ fn help_parser_reads_both_columns_and_aliases() {
     assert_eq!(commands, ["plugin", "plugins", "doctor"]);
 }
 
-/// Every flag and subcommand of the real Claude Code, each followed by a value, reaches
-/// claude unchanged and in order through `ccvm --ccvm-plan` (S1.1).
+/// Every flag and subcommand of the real Claude Code (top level and each subcommand's), each
+/// followed by a value, reaches claude unchanged and in order through `ccvm --ccvm-plan`
+/// (S1.1).
 #[test]
 fn every_flag_of_the_real_claude_code_reaches_claude_unchanged() {
     let Some(claude) = vm::real_claude_binary() else {
         return;
     };
-    let (options, commands) = options_and_commands(&vm::run_real_claude(&claude, &["--help"]));
+    let (mut options, commands) = options_and_commands(&vm::run_real_claude(&claude, &["--help"]));
     assert!(
         options.len() > 40 && options.iter().any(|o| o == "--plugin-dir"),
         "the --help of the real Claude Code was not understood: {options:?}"
     );
+    // And every subcommand's own flags (`claude mcp add --scope …`).
+    for command in &commands {
+        let (sub, _) = options_and_commands(&vm::run_real_claude(&claude, &[command, "--help"]));
+        options.extend(sub);
+    }
+    options.sort();
+    options.dedup();
     let mut argv: Vec<String> = Vec::new();
     for word in options.iter().chain(&commands) {
         argv.push(word.clone());

@@ -43,7 +43,7 @@ const MIN_ROOT_BYTES: u64 = 16 << 20;
 /// holds for a cache in the temp dir (no `HOME`, no passwd entry).
 pub fn images_dir(env: &Env) -> Result<PathBuf, Error> {
     let cache = cache_dir(env);
-    if cache.starts_with(std::env::temp_dir()) {
+    if cache.starts_with(crate::dirs::temp_dir(env)) {
         crate::dirs::check_if_present(&cache, "the cache directory", false)?;
     }
     let ccvm = cache.join("ccvm");
@@ -57,7 +57,7 @@ pub fn images_dir(env: &Env) -> Result<PathBuf, Error> {
 fn create_images_dir(env: &Env) -> Result<PathBuf, Error> {
     let images = images_dir(env)?;
     let cache = cache_dir(env);
-    if cache.starts_with(std::env::temp_dir()) {
+    if cache.starts_with(crate::dirs::temp_dir(env)) {
         crate::dirs::ensure(&cache, "the cache directory")?;
     } else {
         fs::create_dir_all(&cache).map_err(io("cannot create", &cache))?;
@@ -184,25 +184,34 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, path, source }
 }
 
-/// The environment for the build's download step: the user's, minus every variable that may
-/// carry a credential (npm's own `npm_config_*` and `NPM_*` settings stay, so a configured
-/// registry or mirror keeps working), with only the absolute `PATH` entries.
+/// The environment of the build's programs (npm, mmdebstrap, tar…): an allowlist of what they
+/// need from the user's (locale, proxies, CA bundles, npm's own `npm_config_*` settings such
+/// as a registry mirror), `HOME`, and the trusted `PATH`; no API key, no token variables
+/// (S10.3: Debian maintainer scripts and npm see none of the user's secrets).
 fn build_environment(env: &Env) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    const SECRET_WORDS: [&str; 7] = [
-        "KEY",
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "AUTH",
-        "CREDENTIAL",
+    const KEEP: [&str; 14] = [
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "SOURCE_DATE_EPOCH",
     ];
     env.iter()
         .filter(|(name, _)| {
-            let upper = name.to_string_lossy().to_ascii_uppercase();
-            upper.starts_with("NPM_") || !SECRET_WORDS.iter().any(|w| upper.contains(w))
+            let name = name.to_string_lossy();
+            KEEP.iter().any(|k| k.eq_ignore_ascii_case(&name))
+                || name.starts_with("LC_")
+                || name.to_ascii_lowercase().starts_with("npm_config_")
         })
-        .filter(|(name, _)| name.as_os_str() != "PATH")
         .map(|(name, value)| (name.clone(), value.clone()))
         .chain(crate::host::absolute_path_var(env).map(|p| ("PATH".into(), p)))
         .collect()
@@ -401,6 +410,8 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
                     .args(["pack", "--silent", "--pack-destination"])
                     .arg(&work)
                     .arg(format!("{package}@{CLAUDE_CODE_VERSION}"))
+                    // Not the project: its `.npmrc` must not choose the registry.
+                    .current_dir(&work)
                     .env_clear()
                     .envs(build_environment(env)),
                 &logs.join("npm.log"),
@@ -490,7 +501,10 @@ pub fn build(options: &BuildOptions, env: &Env) -> Result<PathBuf, Error> {
     let mut mm = Command::new(&mmdebstrap);
     mm.args(recipe.mmdebstrap_args(&agent, &claude))
         .arg(&options.suite)
-        .arg(&root_tar);
+        .arg(&root_tar)
+        .current_dir(&work)
+        .env_clear()
+        .envs(build_environment(env));
     run_step(
         &mut mm,
         &logs.join("mmdebstrap.log"),
