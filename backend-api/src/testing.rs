@@ -78,6 +78,7 @@ pub fn example_policy_input(settings: serde_json::Value) -> PolicyInput {
             guest_network: true,
             shell: false,
             guest_dns: Some("10.0.2.3".to_owned()),
+            guest_gateway: Some("10.0.2.2".to_owned()),
         },
     }
 }

@@ -342,6 +342,10 @@ pub struct SessionInfo {
     /// The resolver the guest's network provides (from the backend's plan), if any.
     #[serde(default)]
     pub guest_dns: Option<String>,
+    /// The guest's gateway (from the backend's plan), if any. On QEMU user networking it is
+    /// the host's own loopback as the guest sees it (`10.0.2.2`).
+    #[serde(default)]
+    pub guest_gateway: Option<String>,
 }
 
 /// A policy's answer.

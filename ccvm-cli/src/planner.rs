@@ -485,6 +485,10 @@ pub fn plan(
             ccvm_plugin_api::NetworkAttachment::UserMode { dns, .. } => Some(dns.clone()),
             ccvm_plugin_api::NetworkAttachment::None => None,
         },
+        guest_gateway: match &machine.network {
+            ccvm_plugin_api::NetworkAttachment::UserMode { gateway, .. } => Some(gateway.clone()),
+            ccvm_plugin_api::NetworkAttachment::None => None,
+        },
     };
     let policies: Vec<&Plugin> = registry.policies().collect();
     let mut inputs = Vec::new();

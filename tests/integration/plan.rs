@@ -274,3 +274,125 @@ fn git_config_is_staged_sanitized() {
     }
     assert_eq!(content("git/ignore"), "*.swp\n");
 }
+
+/// S5.4: with `share.settings` on, `settings.json` and `settings.local.json` reach the seed's
+/// `claude/` (the guest's `~/.claude`) through the secret classifier: the `env` secrets and
+/// the credential helpers are gone, the rest stays, and no settings file is copied verbatim.
+#[test]
+fn settings_files_are_staged_without_their_secrets() {
+    let world = World::new();
+    let claude = world.home().join(".claude");
+    std::fs::create_dir_all(&claude).expect("mkdir");
+    std::fs::write(
+        claude.join("settings.json"),
+        r#"{"model":"opus","apiKeyHelper":"~/bin/LEAK-helper.sh",
+            "awsCredentialExport":"/home/x/LEAK-export.sh",
+            "env":{"ANTHROPIC_API_KEY":"sk-ant-api03-LEAKLEAKLEAK","EDITOR":"vim"},
+            "permissions":{"allow":["Bash(npm test)"]}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        claude.join("settings.local.json"),
+        r#"{"env":{"GITHUB_TOKEN":"ghp_LEAK","DEBUG":"1"}}"#,
+    )
+    .expect("write");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    let plan = out.json();
+    let files = plan["seed"]["files"].as_array().expect("files");
+    let inline = |path: &str| -> serde_json::Value {
+        let text = files
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not staged: {files:?}"))["source"]["content"]
+            .as_str()
+            .expect("inline content")
+            .to_owned();
+        serde_json::from_str(&text).expect("valid JSON")
+    };
+    assert_eq!(
+        inline("claude/settings.json"),
+        serde_json::json!({"model": "opus", "env": {"EDITOR": "vim"},
+                           "permissions": {"allow": ["Bash(npm test)"]}})
+    );
+    assert_eq!(
+        inline("claude/settings.local.json"),
+        serde_json::json!({"env": {"DEBUG": "1"}})
+    );
+    assert!(
+        files.iter().all(|f| !f["source"]["host_path"]
+            .as_str()
+            .is_some_and(|p| p.contains("settings"))),
+        "{files:?}"
+    );
+    assert!(
+        !plan.to_string().contains("LEAK"),
+        "a secret reached the plan"
+    );
+
+    std::fs::write(claude.join("settings.local.json"), "{\"env\":").expect("write");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}/settings.local.json is not valid JSON",
+            claude.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.json()["seed"]["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .any(|f| f["path"] == "claude/settings.local.json")
+    );
+}
+
+fn firewall_of(plan: &serde_json::Value) -> &serde_json::Value {
+    plan["setup_steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "firewall")
+        .unwrap_or_else(|| panic!("no firewall step: {}", plan["setup_steps"]))
+}
+
+/// S7.2: an allowlist of addresses boots without any name resolving (here
+/// `api.anthropic.com` may not resolve at all), gives the guest no resolver, and an entry
+/// that covers the host gateway is warned about in the plan and on stderr, as at launch.
+#[test]
+fn an_address_allowlist_plans_without_dns_and_warns_about_the_host_gateway() {
+    let world = World::new();
+    world.config("[egress]\nallowlist = [\"10.0.0.0/8\", \"192.0.2.7\"]\n");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    let plan = out.json();
+    let firewall = firewall_of(&plan);
+    assert!(firewall["dns_server"].is_null(), "{firewall}");
+    let destinations: Vec<&str> = firewall["allow"]
+        .as_array()
+        .expect("allow")
+        .iter()
+        .filter_map(|r| r["destination"].as_str())
+        .collect();
+    assert!(
+        destinations.starts_with(&["10.0.0.0/8", "192.0.2.7"]),
+        "{destinations:?}"
+    );
+    let warning = "`10.0.0.0/8` covers 10.0.2.2, the host's own loopback";
+    assert!(
+        plan["diagnostics"].to_string().contains(warning),
+        "{}",
+        plan["diagnostics"]
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("ccvm: warning: egress allowlist entry {warning}")),
+        "{}",
+        out.stderr
+    );
+    let header = plan["claude_md_append"].as_str().expect("header");
+    assert!(
+        header.contains("no DNS in this VM") || header.contains("No name resolves"),
+        "{header}"
+    );
+}
