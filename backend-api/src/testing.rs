@@ -63,6 +63,7 @@ pub fn example_facts(programs: &[&str]) -> HostFacts {
         files: BTreeMap::new(),
         git_global_config: None,
         tsc_khz: Some(2_095_076),
+        user_namespaces: Some(crate::NamespaceFact::Usable),
     }
 }
 

@@ -396,3 +396,81 @@ fn an_address_allowlist_plans_without_dns_and_warns_about_the_host_gateway() {
         "{header}"
     );
 }
+
+fn virtiofsd_args(plan: &serde_json::Value) -> Vec<String> {
+    let helpers = plan["machine"]["helpers"].as_array().expect("helpers");
+    assert!(!helpers.is_empty(), "virtio-fs plans virtiofsd helpers");
+    helpers
+        .iter()
+        .flat_map(|h| h["command"]["args"].as_array().expect("args").clone())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// virtiofsd runs in its own namespaces (`--sandbox=namespace`) when the host lets this user
+/// create them, which ccvm checks on the host (the backend only reads the fact). Where it
+/// cannot (here provoked inside a user namespace whose `user.max_user_namespaces` is 0), the
+/// plan falls back to `--sandbox=none` and the warning says why.
+#[test]
+fn virtiofsd_uses_its_namespace_sandbox_and_says_why_when_it_cannot() {
+    let world = World::new();
+    world.config("share_transport = \"virtio-fs\"\n");
+    let run = |ccvm: crate::harness::Ccvm| {
+        ccvm.args(["--ccvm-plan", "--backend", "q35"])
+            .env("CCVM_ACCEL", "tcg")
+    };
+    let host_allows = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--net",
+            "--fork",
+        ])
+        .args(["--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !host_allows {
+        eprintln!("skipped: this host does not let the test create user namespaces");
+        return;
+    }
+    let plan = run(world.ccvm()).run().expect_code(0).json();
+    let args = virtiofsd_args(&plan);
+    assert!(args.iter().any(|a| a == "--sandbox=namespace"), "{args:?}");
+    assert!(!args.iter().any(|a| a == "--sandbox=none"), "{args:?}");
+
+    let ccvm = run(world.ccvm()).into_command();
+    let mut confined = std::process::Command::new("unshare");
+    confined
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+            "sh",
+        ])
+        .arg(ccvm.get_program())
+        .args(ccvm.get_args())
+        .env_clear()
+        .envs(ccvm.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .current_dir(ccvm.get_current_dir().expect("the world sets a directory"));
+    let out = confined.output().expect("unshare runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let args = virtiofsd_args(&plan);
+    assert!(args.iter().any(|a| a == "--sandbox=none"), "{args:?}");
+    assert!(
+        stderr.contains("ccvm: warning: virtiofsd runs without its namespace sandbox")
+            && stderr.contains("cannot create user namespaces"),
+        "{stderr}"
+    );
+}
