@@ -90,6 +90,8 @@ pub struct Session {
     pub status: Option<i32>,
     pub boot_seconds: f64,
     pub console: String,
+    /// What the ssh client printed on stderr.
+    pub ssh_stderr: String,
 }
 
 impl Session {
@@ -124,17 +126,29 @@ fn json_field<T: serde::de::DeserializeOwned>(plan: &serde_json::Value, pointer:
 
 /// Plans with `ccvm`, writes the seed, boots, runs the check script over ssh.
 fn boot_and_check(world: &World, backend: &str) -> Session {
-    boot_session(world, backend, CHECK_SCRIPT, |_| {})
+    boot_session(world, backend, CHECK_SCRIPT, |_, _| {})
 }
 
 /// Plans a `--shell -c SCRIPT` session with `ccvm`, lets `tamper` change the seed manifest
-/// (to provoke failures no configuration can), writes the seed, boots the stub image and runs
-/// the script over ssh. The script must print at least one `check: ` line.
+/// and files (to provoke what no configuration can), writes the seed, boots the stub image and
+/// runs the script over ssh. The script must print at least one `check: ` line.
 pub fn boot_session(
     world: &World,
     backend: &str,
     script: &str,
-    tamper: impl FnOnce(&mut SeedManifest),
+    tamper: impl FnOnce(&mut SeedManifest, &mut Vec<SeedFile>),
+) -> Session {
+    boot_session_with(world, backend, script, tamper, |_| {})
+}
+
+/// [`boot_session`], with `ssh_args` changing the ssh client's arguments first (a client that
+/// asks for more than ccvm's does).
+pub fn boot_session_with(
+    world: &World,
+    backend: &str,
+    script: &str,
+    tamper: impl FnOnce(&mut SeedManifest, &mut Vec<SeedFile>),
+    ssh_args: impl FnOnce(&mut Vec<String>),
 ) -> Session {
     let outcome = world
         .ccvm()
@@ -145,10 +159,11 @@ pub fn boot_session(
     let plan = outcome.json();
     let run_dir = Path::new(plan["run_dir"].as_str().expect("run_dir")).to_owned();
     let mut manifest: SeedManifest = json_field(&plan, "/seed/manifest");
-    tamper(&mut manifest);
-    let files: Vec<SeedFile> = json_field(&plan, "/seed/files");
+    let mut files: Vec<SeedFile> = json_field(&plan, "/seed/files");
+    tamper(&mut manifest, &mut files);
     let machine_plan: BackendPlan = json_field(&plan, "/machine");
-    let ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
+    let mut ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
+    ssh_args(&mut ssh.args);
 
     fs::create_dir_all(&run_dir).expect("run dir");
     let seed_dir = run_dir.join("seed");
@@ -222,6 +237,7 @@ pub fn boot_session(
         status: output.status.code(),
         boot_seconds,
         console: machine.console_text(),
+        ssh_stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -425,6 +441,7 @@ fn ccvm_launch_applies_the_same_seed_and_persists_projects_when_asked() {
         status: Some(out.code),
         boot_seconds: 0.0,
         console: out.stderr.clone(),
+        ssh_stderr: String::new(),
     };
     common_assertions(&world, &session, false, "9p");
     assert_eq!(session.value("projects-write"), "ok");
