@@ -240,10 +240,11 @@ fn virtiofsd_namespaces(world: &crate::harness::World) -> Vec<String> {
             continue;
         };
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains("virtiofsd") && text.contains(&marker) {
-            if let Ok(ns) = std::fs::read_link(entry.path().join("ns/user")) {
-                found.push(format!("{} {text}", ns.display()));
-            }
+        if text.contains("virtiofsd")
+            && text.contains(&marker)
+            && let Ok(ns) = std::fs::read_link(entry.path().join("ns/user"))
+        {
+            found.push(format!("{} {text}", ns.display()));
         }
     }
     found
