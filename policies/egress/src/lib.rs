@@ -335,8 +335,8 @@ impl Policy for Egress {
             plan.diagnostics.push(Diagnostic::warning(if name == ALWAYS_ALLOWED {
                 format!(
                     "egress allowlist: `{ALWAYS_ALLOWED}` did not resolve on the host, so claude \
-                     cannot reach the Anthropic API in this session (only the listed addresses \
-                     are reachable)"
+                     cannot reach the Anthropic API in this session (the rest of the allowlist \
+                     is unaffected)"
                 )
             } else {
                 format!(
@@ -353,14 +353,19 @@ impl Policy for Egress {
             plan.diagnostics.push(Diagnostic::warning(warning));
         }
         let pinned: BTreeSet<&str> = pins.iter().map(|(name, _)| name.as_str()).collect();
-        let resolving = if pinned.is_empty() {
-            "No name resolves in this VM: there is no DNS, so use the addresses above.".to_owned()
-        } else {
-            format!(
+        let pinned: Vec<&str> = pinned.into_iter().collect();
+        let resolving = match pinned.as_slice() {
+            [] => "No name resolves in this VM: there is no DNS, so use the addresses above."
+                .to_owned(),
+            [one] => format!(
+                "There is no DNS in this VM: only {one} resolves (pinned in /etc/hosts); every \
+                 other name fails to resolve."
+            ),
+            many => format!(
                 "There is no DNS in this VM: only {} resolve (pinned in /etc/hosts); every \
                  other name fails to resolve.",
-                pinned.into_iter().collect::<Vec<_>>().join(", ")
-            )
+                many.join(", ")
+            ),
         };
 
         plan.setup_steps.push(SetupStep::Firewall(FirewallRules {
