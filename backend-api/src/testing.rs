@@ -63,6 +63,7 @@ pub fn example_facts(programs: &[&str]) -> HostFacts {
         files: BTreeMap::new(),
         git_global_config: None,
         tsc_khz: Some(2_095_076),
+        user_namespaces: Some(crate::NamespaceFact::Usable),
     }
 }
 
@@ -78,6 +79,7 @@ pub fn example_policy_input(settings: serde_json::Value) -> PolicyInput {
             guest_network: true,
             shell: false,
             guest_dns: Some("10.0.2.3".to_owned()),
+            guest_gateway: Some("10.0.2.2".to_owned()),
         },
     }
 }

@@ -160,6 +160,10 @@ pub struct Requirements {
     /// The host TSC frequency in kHz.
     #[serde(default)]
     pub tsc_khz: bool,
+    /// Whether this user can put a helper into its own user, mount, pid and network
+    /// namespaces (virtiofsd's `--sandbox=namespace`).
+    #[serde(default)]
+    pub user_namespaces: bool,
 }
 
 impl Requirements {
@@ -177,6 +181,7 @@ impl Requirements {
         extend_unique(&mut self.read_files, other.read_files);
         self.git_global_config |= other.git_global_config;
         self.tsc_khz |= other.tsc_khz;
+        self.user_namespaces |= other.user_namespaces;
     }
 }
 
@@ -204,6 +209,20 @@ pub struct HostFacts {
     pub git_global_config: Option<GitConfigFact>,
     #[serde(default)]
     pub tsc_khz: Option<u64>,
+    /// Whether a helper can be sandboxed in namespaces; `None` when not asked.
+    #[serde(default)]
+    pub user_namespaces: Option<NamespaceFact>,
+}
+
+/// Whether this user can create the namespaces a sandboxed helper needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum NamespaceFact {
+    Usable,
+    /// Not usable, and why (a disabled sysctl, a security module's restriction…).
+    Unusable {
+        reason: String,
+    },
 }
 
 impl HostFacts {
@@ -318,6 +337,9 @@ pub struct BackendPlan {
     /// Paths the host removes before starting (stale sockets of a killed run).
     #[serde(default)]
     pub remove_before_start: Vec<String>,
+    /// Messages for the user (a helper that runs less confined than usual, and why).
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// What a policy is given: its own settings and facts about the session.
@@ -342,6 +364,10 @@ pub struct SessionInfo {
     /// The resolver the guest's network provides (from the backend's plan), if any.
     #[serde(default)]
     pub guest_dns: Option<String>,
+    /// The guest's gateway (from the backend's plan), if any. On QEMU user networking it is
+    /// the host's own loopback as the guest sees it (`10.0.2.2`).
+    #[serde(default)]
+    pub guest_gateway: Option<String>,
 }
 
 /// A policy's answer.
@@ -361,6 +387,47 @@ pub struct PolicyPlan {
     pub context: Vec<String>,
     #[serde(default)]
     pub diagnostics: Vec<Diagnostic>,
+    /// The one reverse forward this policy needs over the ssh session (the clipboard bridge,
+    /// S8). ccvm adds it to the ssh client and has sshd permit exactly it; sshd refuses every
+    /// other forward (S10.4). At most one policy per session may ask for one.
+    #[serde(default)]
+    pub remote_forward: Option<RemoteForward>,
+}
+
+/// An ssh reverse forward: the guest's sshd listens at `listen`, connections go to `target`
+/// on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteForward {
+    /// Guest side: `127.0.0.1:PORT` (or `[::1]:PORT`), or an absolute Unix socket path.
+    pub listen: String,
+    /// Host side: `HOST:PORT` or an absolute Unix socket path (in the private run directory).
+    pub target: String,
+}
+
+impl RemoteForward {
+    /// Checks that `address` is a loopback `host:port` or an absolute socket path made of
+    /// plain characters, so it can be written into ssh and sshd configuration as it is.
+    pub fn check_address(address: &str) -> Result<(), String> {
+        let plain = !address.is_empty()
+            && address
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/:[]".contains(c));
+        if !plain {
+            return Err(format!(
+                "`{address}` may only contain letters, digits and . _ - / : [ ]"
+            ));
+        }
+        if address.starts_with('/') {
+            return Ok(());
+        }
+        let port = address.rsplit_once(':').map(|(_, port)| port);
+        match port.and_then(|p| p.parse::<u16>().ok()) {
+            Some(p) if p > 0 => Ok(()),
+            _ => Err(format!(
+                "`{address}` is neither an absolute socket path nor HOST:PORT"
+            )),
+        }
+    }
 }
 
 /// A file placed in the read-only seed bundle.
@@ -407,6 +474,10 @@ pub enum SetupStep {
     HostsPins { pins: Vec<(String, IpAddr)> },
     /// Whether the agent gets passwordless sudo.
     AgentSudo { allowed: bool },
+    /// sshd permits exactly one reverse forward, listening at `listen` in the guest; without
+    /// this step it permits no forwarding at all (S10.4). ccvm adds it from a policy's
+    /// [`PolicyPlan::remote_forward`], at most one per session.
+    SshdPermitListen { listen: String },
 }
 
 /// Who owns an installed file.

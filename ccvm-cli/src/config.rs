@@ -545,7 +545,7 @@ const OPTIONS: &[OptionDef] = &[
         "share.settings",
         "CCVM_SHARE_SETTINGS",
         share.settings,
-        "stage settings.json and a sanitized ~/.claude.json (true)"
+        "stage settings.json, settings.local.json and ~/.claude.json, secrets removed (true)"
     ),
     bool_option!(
         "share.claude_md",

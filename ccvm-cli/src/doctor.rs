@@ -222,6 +222,9 @@ pub fn run(
         },
     );
 
+    if let Ok(plan) = &planned {
+        egress_line(&mut report, plan);
+    }
     if !destinations.is_empty() {
         explain_destinations(&mut report, planned.as_ref().ok(), &destinations, env);
     }
@@ -246,6 +249,39 @@ pub fn run(
     Ok((out, ready))
 }
 
+/// The planned egress filter: open, or locked; a warning instead of "ok" when an entry opens
+/// the host's loopback through the guest's gateway (S7.2).
+fn egress_line(report: &mut Report, plan: &planner::LaunchPlan) {
+    let Some(rules) = firewall(plan) else {
+        report.add(
+            Level::Ok,
+            "egress",
+            "open: egress.allowlist is empty".to_owned(),
+        );
+        return;
+    };
+    let locked = format!(
+        "locked to an allowlist ({} address rules, no DNS in the guest); names are resolved on \
+         this host now, as a launch would",
+        rules.allow.len()
+    );
+    let gateway = match &plan.seed.manifest.network {
+        NetworkAttachment::UserMode { gateway, .. } => Some(gateway.as_str()),
+        NetworkAttachment::None => None,
+    };
+    match gateway.and_then(|g| ccvm_policy_egress::gateway_warning(&rules.allow, g)) {
+        Some(warning) => report.add(Level::Warn, "egress", format!("{locked}; but {warning}")),
+        None => report.add(Level::Ok, "egress", locked),
+    }
+}
+
+fn firewall(plan: &planner::LaunchPlan) -> Option<&ccvm_plugin_api::FirewallRules> {
+    plan.setup_steps.iter().find_map(|step| match step {
+        SetupStep::Firewall(rules) => Some(rules),
+        _ => None,
+    })
+}
+
 /// One line per destination: reachable or denied, and why, from the filter the plan holds.
 fn explain_destinations(
     report: &mut Report,
@@ -263,10 +299,7 @@ fn explain_destinations(
         }
         return;
     };
-    let rules = plan.setup_steps.iter().find_map(|step| match step {
-        SetupStep::Firewall(rules) => Some(rules),
-        _ => None,
-    });
+    let rules = firewall(plan);
     let guest_network = !matches!(plan.seed.manifest.network, NetworkAttachment::None);
     let config_file = crate::config::config_files(env)
         .last()
@@ -278,18 +311,6 @@ fn explain_destinations(
         .map(|d| &d.host)
         .collect();
     let resolved = host::resolve_all(&names);
-    report.add(
-        Level::Ok,
-        "egress",
-        match rules {
-            Some(rules) => format!(
-                "locked to an allowlist ({} address rules); names are resolved on this host now, \
-                 as a launch would",
-                rules.allow.len()
-            ),
-            None => "open: egress.allowlist is empty".to_owned(),
-        },
-    );
     for destination in destinations {
         let addresses = match destination.host.parse::<IpAddr>() {
             Ok(address) => vec![address],

@@ -13,7 +13,7 @@ use ccvm_plugin_api::seed::{self, GuestUser, SEED_VERSION, SeedManifest, Session
 use ccvm_plugin_api::{
     Acceleration, BackendPlan, BackendPlanRequest, Capabilities, Command, ControlEndpoint,
     Diagnostic, DiskSpec, HostFacts, HostService, PolicyInput, PolicyPlan, PolicyPlanRequest,
-    Requirements, SeedFile, SessionInfo, SetupStep, ShareSpec, VmSpec, method,
+    RemoteForward, Requirements, SeedFile, SessionInfo, SetupStep, ShareSpec, VmSpec, method,
 };
 use ccvm_policy_clipboard::ClipboardSettings;
 use ccvm_policy_egress::EgressSettings;
@@ -296,12 +296,49 @@ fn context_text(config: &RunConfig) -> Result<Option<String>, Error> {
     }
 }
 
+/// The one reverse forward the policies ask for (S8, S10.4): sshd can permit exactly one, so
+/// two are a conflict, and an address that is not plain is a broken plugin.
+fn remote_forward<'a>(
+    policies: &[&Plugin],
+    plans: &'a [PolicyPlan],
+) -> Result<Option<&'a RemoteForward>, Error> {
+    let asking: Vec<(&str, &RemoteForward)> = policies
+        .iter()
+        .zip(plans)
+        .filter_map(|(policy, plan)| plan.remote_forward.as_ref().map(|f| (policy.name(), f)))
+        .collect();
+    let names: Vec<&str> = asking.iter().map(|(name, _)| *name).collect();
+    if asking.len() > 1 {
+        return Err(Error::Host {
+            message: format!(
+                "the policies {} each ask for an ssh reverse forward, but sshd permits exactly one",
+                names.join(", ")
+            ),
+            hint: Some("disable all but one of them".to_owned()),
+        });
+    }
+    let Some((name, forward)) = asking.first() else {
+        return Ok(None);
+    };
+    for address in [&forward.listen, &forward.target] {
+        RemoteForward::check_address(address).map_err(|e| Error::Host {
+            message: format!("policy `{name}` asks for an unusable ssh reverse forward: {e}"),
+            hint: Some(
+                "this is a bug in that policy plugin; remove it from the plugin directory"
+                    .to_owned(),
+            ),
+        })?;
+    }
+    Ok(Some(forward))
+}
+
 fn ssh_command(
     facts: &HostFacts,
     run_dir: &Path,
     control: &ControlEndpoint,
     api_key_variable: &str,
     policies: &[PolicyPlan],
+    forward: Option<&RemoteForward>,
 ) -> Command {
     let run = run_dir.display();
     let mut args: Vec<String> = vec!["-F".into(), "none".into(), "-tt".into()];
@@ -316,8 +353,30 @@ fn ssh_command(
     option("IdentitiesOnly", "yes".into());
     option("IdentityFile", format!("{run}/id_ed25519"));
     option("IdentityAgent", "none".into());
+    // Public-key authentication only (S10.4): never a password or keyboard prompt, even if
+    // the guest offered one.
+    option("PreferredAuthentications", "publickey".into());
+    option("PubkeyAuthentication", "yes".into());
+    option("PasswordAuthentication", "no".into());
+    option("KbdInteractiveAuthentication", "no".into());
+    option("HostbasedAuthentication", "no".into());
+    option("GSSAPIAuthentication", "no".into());
+    option("BatchMode", "yes".into());
     option("ForwardAgent", "no".into());
     option("ForwardX11", "no".into());
+    option("ForwardX11Trusted", "no".into());
+    option("Tunnel", "no".into());
+    option("PermitLocalCommand", "no".into());
+    match forward {
+        None => option("ClearAllForwardings", "yes".into()),
+        Some(forward) => {
+            option(
+                "RemoteForward",
+                format!("{} {}", forward.listen, forward.target),
+            );
+            option("ExitOnForwardFailure", "yes".into());
+        }
+    }
     option("ControlMaster", "no".into());
     option("ControlPath", "none".into());
     option("UpdateHostKeys", "no".into());
@@ -339,8 +398,17 @@ fn ssh_command(
             HOST_KEY_ALIAS.to_owned()
         }
     };
+    // ssh keeps the first value of most options, so the ones above win over a policy's;
+    // forwards, though, add up, and the only one sshd permits is `forward`.
+    let adds_a_forward = |key: &str| {
+        ["LocalForward", "RemoteForward", "DynamicForward"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(key))
+    };
     for extra in policies.iter().flat_map(|p| &p.ssh_options) {
-        option(&extra.key, extra.value.clone());
+        if !adds_a_forward(&extra.key) {
+            option(&extra.key, extra.value.clone());
+        }
     }
     args.push(format!("{}@{destination}", facts.user));
     Command {
@@ -475,6 +543,7 @@ pub fn plan(
             facts: facts.clone(),
         },
     )?;
+    diagnostics.extend(machine.diagnostics.iter().cloned());
 
     let session = SessionInfo {
         backend: backend.name().to_owned(),
@@ -485,6 +554,10 @@ pub fn plan(
         shell: config.shell,
         guest_dns: match &machine.network {
             ccvm_plugin_api::NetworkAttachment::UserMode { dns, .. } => Some(dns.clone()),
+            ccvm_plugin_api::NetworkAttachment::None => None,
+        },
+        guest_gateway: match &machine.network {
+            ccvm_plugin_api::NetworkAttachment::UserMode { gateway, .. } => Some(gateway.clone()),
             ccvm_plugin_api::NetworkAttachment::None => None,
         },
     };
@@ -549,12 +622,14 @@ pub fn plan(
             config.api_key_variable
         )));
     }
+    let forward = remote_forward(&policies, &policy_plans)?;
     let ssh = ssh_command(
         &facts,
         &run_dir,
         &machine.control,
         &config.api_key_variable,
         &policy_plans,
+        forward,
     );
     diagnostics.extend(
         policy_plans
@@ -562,10 +637,17 @@ pub fn plan(
             .flat_map(|p| p.diagnostics.iter().cloned()),
     );
 
-    let setup_steps: Vec<SetupStep> = policy_plans
+    let mut setup_steps: Vec<SetupStep> = policy_plans
         .iter()
         .flat_map(|p| p.setup_steps.iter().cloned())
+        // sshd's permitted forward comes from the one `remote_forward` alone.
+        .filter(|step| !matches!(step, SetupStep::SshdPermitListen { .. }))
         .collect();
+    if let Some(forward) = forward {
+        setup_steps.push(SetupStep::SshdPermitListen {
+            listen: forward.listen.clone(),
+        });
+    }
     let manifest = SeedManifest {
         version: SEED_VERSION,
         user: GuestUser {
@@ -635,7 +717,89 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests {
+    use ccvm_plugin_api::SshOption;
+
     use super::*;
+
+    fn ssh_options(forward: Option<&RemoteForward>, policy: PolicyPlan) -> Vec<String> {
+        let control = ControlEndpoint::TcpForward {
+            host: "127.0.0.1".to_owned(),
+            port: 40022,
+        };
+        let facts = ccvm_plugin_api::testing::example_facts(&[]);
+        let ssh = ssh_command(
+            &facts,
+            Path::new("/run/user/1000/ccvm/run-1"),
+            &control,
+            "ANTHROPIC_API_KEY",
+            &[policy],
+            forward,
+        );
+        ssh.args
+            .windows(2)
+            .filter(|w| w[0] == "-o")
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    /// S6.2, S10.4: the client authenticates with its key only, never prompts, forwards
+    /// nothing, and a policy cannot add a forward through its ssh options.
+    #[test]
+    fn ssh_uses_public_keys_only_and_forwards_nothing() {
+        let policy = PolicyPlan {
+            ssh_options: vec![
+                SshOption {
+                    key: "LocalForward".to_owned(),
+                    value: "8080 127.0.0.1:80".to_owned(),
+                },
+                SshOption {
+                    key: "ServerAliveInterval".to_owned(),
+                    value: "30".to_owned(),
+                },
+            ],
+            ..PolicyPlan::default()
+        };
+        let options = ssh_options(None, policy);
+        for expected in [
+            "PreferredAuthentications=publickey",
+            "PasswordAuthentication=no",
+            "KbdInteractiveAuthentication=no",
+            "HostbasedAuthentication=no",
+            "GSSAPIAuthentication=no",
+            "BatchMode=yes",
+            "ForwardAgent=no",
+            "ForwardX11=no",
+            "ClearAllForwardings=yes",
+            "StrictHostKeyChecking=yes",
+            "ServerAliveInterval=30",
+        ] {
+            assert!(
+                options.iter().any(|o| o == expected),
+                "{expected}: {options:?}"
+            );
+        }
+        assert!(
+            !options.iter().any(|o| o.contains("Forward=")),
+            "{options:?}"
+        );
+    }
+
+    #[test]
+    fn the_one_remote_forward_reaches_ssh() {
+        let forward = RemoteForward {
+            listen: "127.0.0.1:7070".to_owned(),
+            target: "/run/user/1000/ccvm/run-1/clip.sock".to_owned(),
+        };
+        let options = ssh_options(Some(&forward), PolicyPlan::default());
+        assert!(
+            options
+                .iter()
+                .any(|o| o == "RemoteForward=127.0.0.1:7070 /run/user/1000/ccvm/run-1/clip.sock"),
+            "{options:?}"
+        );
+        assert!(options.iter().any(|o| o == "ExitOnForwardFailure=yes"));
+        assert!(!options.iter().any(|o| o.starts_with("ClearAllForwardings")));
+    }
 
     #[test]
     fn memlock_warning_only_when_the_limit_is_below_guest_memory() {

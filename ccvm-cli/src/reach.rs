@@ -82,27 +82,7 @@ pub fn parse(text: &str) -> Result<Destination, String> {
     })
 }
 
-/// Whether `address` falls under a rule's destination (an address or a CIDR).
-fn covers(destination: &str, address: IpAddr) -> bool {
-    let (network, bits) = match destination.split_once('/') {
-        Some((network, bits)) => match (network.parse::<IpAddr>(), bits.parse::<u32>()) {
-            (Ok(network), Ok(bits)) => (network, bits),
-            _ => return false,
-        },
-        None => return destination.parse::<IpAddr>() == Ok(address),
-    };
-    match (network, address) {
-        (IpAddr::V4(n), IpAddr::V4(a)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
+use ccvm_policy_egress::covers;
 
 fn entry_name(rule: &AllowRule) -> &str {
     rule.from_name.as_deref().unwrap_or(&rule.destination)
@@ -162,6 +142,32 @@ pub fn explain(
             ),
         };
     };
+    let is_name = host.parse::<IpAddr>().is_err();
+    let pinned = rules
+        .allow
+        .iter()
+        .any(|rule| rule.from_name.as_deref() == Some(host.as_str()));
+    if is_name && !pinned {
+        let by_address = addresses.iter().find(|a| {
+            rules
+                .allow
+                .iter()
+                .any(|r| covers(&r.destination, **a) && r.tcp_ports.contains(&port))
+        });
+        let address_note = match by_address {
+            Some(address) => format!(
+                " (its address {address} is allowed on port {port}, so connecting by address \
+                 works)"
+            ),
+            None => String::new(),
+        };
+        return blocked(format!(
+            "`{host}` is not on the egress allowlist, so it does not resolve in the guest (under \
+             an allowlist there is no DNS; only the listed names are pinned in /etc/hosts)\
+             {address_note}; fix: add \"{host}\" to `allowlist` under [egress] in {config_file} \
+             (and {port} to `ports` if it is not there)"
+        ));
+    }
     let gateway_note = if addresses.iter().any(|a| a.to_string() == HOST_GATEWAY) {
         " (10.0.2.2 is the host's own loopback as the guest sees it)"
     } else {
@@ -181,11 +187,17 @@ pub fn explain(
             ),
             None => String::new(),
         };
+        let loopback = if gateway_note.is_empty() {
+            ""
+        } else {
+            "; note that this is the host's own loopback: the entry opens the host's local \
+             services to the agent"
+        };
         return Verdict {
             reachable: true,
             explanation: format!(
                 "TCP port {port} to {} is allowed by the allowlist entry `{}`{pinned}; only TCP \
-                 passes (no UDP, so no QUIC/HTTP3)",
+                 passes (no UDP, so no QUIC/HTTP3){loopback}",
                 rule.destination,
                 entry_name(rule)
             ),
@@ -323,6 +335,28 @@ mod tests {
         assert!(!verdict("198.51.101.1", &["198.51.101.1"]).reachable);
     }
 
+    /// S7.2: with an allowlist the guest has no DNS, so a name that is not listed does not
+    /// resolve there even when a range allows its address.
+    #[test]
+    fn an_unlisted_name_whose_address_a_range_allows_still_does_not_resolve() {
+        let v = verdict("internal.example:443", &["198.51.100.77"]);
+        assert!(!v.reachable, "{v:?}");
+        assert!(
+            v.explanation.contains("does not resolve in the guest")
+                && v.explanation
+                    .contains("198.51.100.77 is allowed on port 443")
+                && v.explanation.contains("add \"internal.example\""),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_listed_host_gateway_says_it_is_the_host_loopback() {
+        let v = verdict("10.0.2.2:8080", &["10.0.2.2"]);
+        assert!(v.reachable, "{v:?}");
+        assert!(v.explanation.contains("host's local services"), "{v:?}");
+    }
+
     #[test]
     fn the_host_gateway_is_explained_when_unlisted() {
         let mut rules = rules();
@@ -352,15 +386,5 @@ mod tests {
         assert!(!unresolved.reachable && unresolved.explanation.contains("does not resolve"));
         let offline = explain(&d, &[ip("192.0.2.1")], None, false, "CONFIG");
         assert!(!offline.reachable && offline.explanation.contains("no network"));
-    }
-
-    #[test]
-    fn cidr_cover_handles_both_families_and_edges() {
-        assert!(covers("0.0.0.0/0", ip("8.8.8.8")));
-        assert!(covers("2001:db8::/32", ip("2001:db8:1::5")));
-        assert!(!covers("2001:db8::/32", ip("2001:db9::5")));
-        assert!(!covers("10.0.0.0/8", ip("2001:db8::1")));
-        assert!(covers("10.1.2.3/32", ip("10.1.2.3")));
-        assert!(!covers("10.1.2.3/32", ip("10.1.2.4")));
     }
 }

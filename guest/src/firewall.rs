@@ -1,6 +1,8 @@
 //! The egress filter (S7.2): an nftables ruleset that drops every outgoing packet except
-//! loopback, replies on established connections (the ssh session), DNS to the resolver ccvm
-//! provides, and TCP to the allowlisted destinations on their ports.
+//! loopback, replies on established connections (the ssh session), and TCP to the
+//! allowlisted destinations on their ports. DNS passes only to `dns_server` when the rules
+//! name one; the egress policy names none (the allowed names are pinned in `/etc/hosts`, and
+//! a reachable resolver is a tunnel), and PID 1 then writes a `resolv.conf` without one.
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -276,8 +276,8 @@ fn network(network: &NetworkAttachment) -> Result<(), String> {
             &["addr", "add", guest_address, "dev", "eth0"],
         )?;
         run_checked("/usr/sbin/ip", &["route", "add", "default", "via", gateway])?;
-        fs::write("/etc/resolv.conf", format!("nameserver {dns}\n"))
-            .map_err(|e| format!("resolv.conf: {e}"))?;
+        // An egress allowlist takes the resolver away again (the Firewall step).
+        setup::resolver(Path::new("/"), Some(dns)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -408,6 +408,7 @@ fn boot() -> Result<u32, String> {
                     NetworkAttachment::None => None,
                 };
                 crate::firewall::install_or_close(rules, gateway);
+                setup::resolver(root, rules.dns_server.as_deref()).map_err(|e| e.to_string())?;
             }
             other => return Err(format!("unexpected setup step {other:?}")),
         }
@@ -419,6 +420,14 @@ fn boot() -> Result<u32, String> {
     prepare_session(&manifest)?;
     nix::mount::umount(SEED_DIR).map_err(|e| format!("cannot unmount the seed: {e}"))?;
 
+    let sudo = manifest
+        .setup_steps
+        .iter()
+        .any(|step| matches!(step, SetupStep::AgentSudo { allowed: true }));
+    if !sudo {
+        root_nosuid()?;
+    }
+
     mark(SSHD_MARKER);
     let sshd = Command::new("/usr/sbin/sshd")
         .args(["-D", "-e", "-f", &format!("/{}", setup::SSHD_CONFIG)])
@@ -428,6 +437,20 @@ fn boot() -> Result<u32, String> {
     wait_listening(manifest.guest_ssh_port)?;
     log(READY_MARKER.trim_start_matches("ccvm-guest: "));
     Ok(sshd.id())
+}
+
+/// With sudo off no setuid binary may help the agent (S10.4): the root overlay (which also
+/// holds the agent's home) stops honouring setuid and file capabilities. Every other mount
+/// the agent can write to is `nosuid` already.
+fn root_nosuid() -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot remount / nosuid: {e}"))
 }
 
 /// Children of `parent`, from /proc.

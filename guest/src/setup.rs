@@ -130,7 +130,60 @@ pub fn lock_root(root: &Path) -> Result<()> {
     )
 }
 
-/// sshd's configuration, host key and the one authorized key (S6.2, S6.3).
+/// The one reverse-forward listen address the seed permits, if any (checked, so it can be
+/// written into sshd's configuration as it is).
+fn permitted_listen(manifest: &SeedManifest) -> Result<Option<&str>> {
+    let mut listens = manifest.setup_steps.iter().filter_map(|step| match step {
+        SetupStep::SshdPermitListen { listen } => Some(listen.as_str()),
+        _ => None,
+    });
+    let first = listens.next();
+    if listens.next().is_some() {
+        return Err(SetupError {
+            what: "configuring sshd forwarding".to_owned(),
+            detail: "the seed permits more than one forward; sshd permits exactly one".to_owned(),
+        });
+    }
+    if let Some(listen) = first {
+        ccvm_plugin_api::RemoteForward::check_address(listen).map_err(|detail| SetupError {
+            what: "configuring sshd forwarding".to_owned(),
+            detail,
+        })?;
+    }
+    Ok(first)
+}
+
+/// sshd's forwarding policy (S10.4): nothing at all, or exactly the one reverse forward a
+/// policy asked for (TCP on a guest loopback port, or a Unix socket). Local forwards
+/// (`-L`, `PermitOpen none`), agent and X11 forwarding and tunnels are never allowed.
+fn forwarding(permit: Option<&str>) -> String {
+    let mut text = String::from(
+        "AllowAgentForwarding no\nX11Forwarding no\nPermitTunnel no\nGatewayPorts no\n\
+         PermitOpen none\n",
+    );
+    match permit {
+        None => text.push_str(
+            "DisableForwarding yes\nAllowTcpForwarding no\nAllowStreamLocalForwarding no\n\
+             PermitListen none\n",
+        ),
+        Some(path) if path.starts_with('/') => {
+            // PermitListen covers TCP only; a socket forward is limited by being the only
+            // kind allowed, and the client that may ask is ccvm's alone (one key).
+            text.push_str(
+                "AllowTcpForwarding no\nAllowStreamLocalForwarding remote\nPermitListen none\n",
+            );
+        }
+        Some(address) => {
+            let _ = writeln!(
+                text,
+                "AllowTcpForwarding remote\nAllowStreamLocalForwarding no\nPermitListen {address}"
+            );
+        }
+    }
+    text
+}
+
+/// sshd's configuration, host key and the one authorized key (S6.2, S6.3, S10.4).
 pub fn sshd(root: &Path, seed: &Path, manifest: &SeedManifest) -> Result<()> {
     let key = fs::read(seed.join(HOST_KEY_FILE)).map_err(err("reading the seed's host key"))?;
     write(&root.join(SSHD_HOST_KEY), &key, 0o600)?;
@@ -145,21 +198,19 @@ ListenAddress 0.0.0.0
 HostKey /{SSHD_HOST_KEY}
 AuthorizedKeysFile /{SSHD_AUTHORIZED_KEYS}
 AllowUsers {user}
+AuthenticationMethods publickey
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
+HostbasedAuthentication no
 PermitRootLogin no
 PermitEmptyPasswords no
 UsePAM no
 StrictModes yes
 AcceptEnv {api_key} TERM LANG LC_*
 PermitUserEnvironment no
-AllowAgentForwarding no
-X11Forwarding no
-AllowTcpForwarding remote
-PermitTunnel no
-GatewayPorts no
-PermitTTY yes
+PermitUserRC no
+{forwarding}PermitTTY yes
 PrintMotd no
 PrintLastLog no
 ForceCommand {GUEST_AGENT} session
@@ -167,6 +218,7 @@ ForceCommand {GUEST_AGENT} session
         port = manifest.guest_ssh_port,
         user = manifest.user.name,
         api_key = manifest.api_key_variable,
+        forwarding = forwarding(permitted_listen(manifest)?),
     );
     write(&root.join(SSHD_CONFIG), config.as_bytes(), 0o644)?;
     fs::create_dir_all(root.join("run/sshd")).map_err(err("creating /run/sshd"))?;
@@ -285,19 +337,53 @@ pub fn hosts(root: &Path, pins: &[(String, std::net::IpAddr)]) -> Result<()> {
     write(&root.join("etc/hosts"), text.as_bytes(), 0o644)
 }
 
-/// Hardening sysctls (S10.4), written under `proc_sys` (`/proc/sys` in the guest).
-pub const SYSCTLS: [(&str, &str); 6] = [
+/// The resolver configuration: the network's resolver, or none at all (S7.2: under an
+/// allowlist the allowed names are pinned in `/etc/hosts` and a resolver would only be a
+/// tunnel). With no `nameserver` line a lookup goes to the guest's own loopback, where nothing
+/// answers, so it fails at once instead of hanging on the filter.
+pub fn resolver(root: &Path, dns: Option<&str>) -> Result<()> {
+    let text = match dns {
+        Some(dns) => format!("nameserver {dns}\n"),
+        None => "# ccvm: no DNS in this session (egress allowlist); the allowed names are \
+                 pinned in /etc/hosts\noptions attempts:1 timeout:1\n"
+            .to_owned(),
+    };
+    write(&root.join("etc/resolv.conf"), text.as_bytes(), 0o644)
+}
+
+/// Hardening sysctls (S10.4), written under `proc_sys` (`/proc/sys` in the guest). Every one
+/// must take effect, or the boot fails.
+pub const SYSCTLS: [(&str, &str); 10] = [
     ("kernel/kptr_restrict", "2"),
     ("kernel/dmesg_restrict", "1"),
     ("kernel/unprivileged_bpf_disabled", "1"),
     ("net/core/bpf_jit_harden", "2"),
     ("net/ipv4/conf/all/rp_filter", "1"),
     ("kernel/kexec_load_disabled", "1"),
+    // Links and files in sticky world-writable directories (/tmp) cannot be used to redirect
+    // a more privileged process to the agent's choice of file.
+    ("fs/protected_symlinks", "1"),
+    ("fs/protected_hardlinks", "1"),
+    ("fs/protected_regular", "2"),
+    ("fs/protected_fifos", "2"),
+];
+
+/// Hardening sysctls that only some kernels have (a security module may be left out of a
+/// user's kernel): set when present, skipped silently when the file does not exist.
+pub const OPTIONAL_SYSCTLS: [(&str, &str); 1] = [
+    // Only a process's own descendants can be traced (no reading another process's memory).
+    ("kernel/yama/ptrace_scope", "1"),
 ];
 
 pub fn sysctls(proc_sys: &Path) -> Result<()> {
     for (key, value) in SYSCTLS {
         fs::write(proc_sys.join(key), value).map_err(err(format!("setting sysctl {key}")))?;
+    }
+    for (key, value) in OPTIONAL_SYSCTLS {
+        match fs::write(proc_sys.join(key), value) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(err(format!("setting sysctl {key}")))?,
+        }
     }
     Ok(())
 }
@@ -328,6 +414,8 @@ pub fn apply_steps<'a>(
             )?,
             SetupStep::AgentSudo { allowed } => agent_sudo(root, &manifest.user, *allowed)?,
             SetupStep::HostsPins { pins } => hosts(root, pins)?,
+            // sshd's configuration reads it (`sshd`).
+            SetupStep::SshdPermitListen { .. } => {}
             SetupStep::ClaudeHome { .. } | SetupStep::Firewall(_) => left.push(step),
         }
     }
@@ -431,6 +519,14 @@ mod tests {
             "AcceptEnv ANTHROPIC_API_KEY TERM LANG LC_*",
             "AllowAgentForwarding no",
             "X11Forwarding no",
+            // S10.4: no forwarding of any kind unless a policy asks for one.
+            "DisableForwarding yes",
+            "AllowTcpForwarding no",
+            "AllowStreamLocalForwarding no",
+            "PermitTunnel no",
+            "PermitOpen none",
+            "PermitListen none",
+            "AuthenticationMethods publickey",
         ] {
             assert!(
                 config.lines().any(|l| l == line),
@@ -439,6 +535,73 @@ mod tests {
         }
         let key = fs::metadata(root.path().join(SSHD_HOST_KEY)).expect("key");
         assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    fn sshd_config_for(steps: Vec<SetupStep>) -> Result<String> {
+        let root = root_with_etc();
+        let seed = tempfile::tempdir().expect("seed");
+        write(&seed.path().join(HOST_KEY_FILE), b"PRIVATE", 0o600).expect("key");
+        write(
+            &seed.path().join(AUTHORIZED_KEYS_FILE),
+            b"ssh-ed25519 A",
+            0o644,
+        )
+        .expect("pub");
+        sshd(root.path(), seed.path(), &manifest(steps))?;
+        Ok(fs::read_to_string(root.path().join(SSHD_CONFIG)).expect("config"))
+    }
+
+    /// S10.4: a policy's one reverse forward is permitted at exactly its listen address;
+    /// local forwards stay refused; a second forward or an unsafe address is refused.
+    #[test]
+    fn sshd_permits_exactly_the_one_forward_a_policy_asks_for() {
+        let permit = |listen: &str| SetupStep::SshdPermitListen {
+            listen: listen.to_owned(),
+        };
+        let config = sshd_config_for(vec![permit("127.0.0.1:7070")]).expect("sshd");
+        for line in [
+            "AllowTcpForwarding remote",
+            "PermitListen 127.0.0.1:7070",
+            "PermitOpen none",
+            "AllowStreamLocalForwarding no",
+            "AllowAgentForwarding no",
+        ] {
+            assert!(
+                config.lines().any(|l| l == line),
+                "missing {line:?}:\n{config}"
+            );
+        }
+        assert!(!config.contains("DisableForwarding"), "{config}");
+        let socket = sshd_config_for(vec![permit("/run/ccvm/clip.sock")]).expect("sshd");
+        assert!(
+            socket
+                .lines()
+                .any(|l| l == "AllowStreamLocalForwarding remote")
+                && socket.lines().any(|l| l == "AllowTcpForwarding no"),
+            "{socket}"
+        );
+        assert!(sshd_config_for(vec![permit("1:1"), permit("2:2")]).is_err());
+        for bad in [
+            "127.0.0.1:22\nPermitOpen any",
+            "127.0.0.1 7070",
+            "",
+            "localhost",
+        ] {
+            assert!(sshd_config_for(vec![permit(bad)]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_resolver_is_the_network_s_or_none_at_all() {
+        let root = root_with_etc();
+        resolver(root.path(), Some("10.0.2.3")).expect("resolver");
+        assert_eq!(
+            fs::read_to_string(root.path().join("etc/resolv.conf")).expect("read"),
+            "nameserver 10.0.2.3\n"
+        );
+        resolver(root.path(), None).expect("no resolver");
+        let text = fs::read_to_string(root.path().join("etc/resolv.conf")).expect("read");
+        assert!(!text.contains("nameserver"), "{text}");
     }
 
     #[test]
@@ -516,10 +679,22 @@ mod tests {
         for (key, _) in SYSCTLS {
             fs::create_dir_all(dir.path().join(key).parent().expect("parent")).expect("mkdir");
         }
+        // No kernel/yama here: an optional sysctl the kernel lacks is skipped.
         sysctls(dir.path()).expect("sysctls");
+        assert!(!dir.path().join("kernel/yama").exists());
         assert_eq!(
             fs::read_to_string(dir.path().join("kernel/kptr_restrict")).expect("read"),
             "2"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("fs/protected_regular")).expect("read"),
+            "2"
+        );
+        fs::create_dir_all(dir.path().join("kernel/yama")).expect("mkdir");
+        sysctls(dir.path()).expect("sysctls");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("kernel/yama/ptrace_scope")).expect("read"),
+            "1"
         );
         assert_eq!(
             fs::read_to_string(dir.path().join("kernel/kexec_load_disabled")).expect("read"),

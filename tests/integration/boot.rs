@@ -90,6 +90,8 @@ pub struct Session {
     pub status: Option<i32>,
     pub boot_seconds: f64,
     pub console: String,
+    /// What the ssh client printed on stderr.
+    pub ssh_stderr: String,
 }
 
 impl Session {
@@ -124,7 +126,7 @@ fn json_field<T: serde::de::DeserializeOwned>(plan: &serde_json::Value, pointer:
 
 /// Plans with `ccvm`, writes the seed, boots, runs the check script over ssh.
 fn boot_and_check(world: &World, backend: &str) -> Session {
-    boot_session(world, backend, CHECK_SCRIPT, |_| {})
+    boot_session(world, backend, CHECK_SCRIPT, |_, _| {})
 }
 
 /// A booted (or failed) stub guest whose seed `ccvm --ccvm-plan` planned.
@@ -136,13 +138,15 @@ struct Started {
 }
 
 /// Plans a `--shell -c SCRIPT` session with `ccvm`, lets `tamper` change the seed manifest
-/// (to provoke failures no configuration can), writes the seed and starts the stub image,
-/// waiting until it is ready or has failed.
+/// and files (to provoke what no configuration can), lets `ssh_args` change the ssh client's
+/// arguments (a client that asks for more than ccvm's does), writes the seed and starts the
+/// stub image, waiting until it is ready or has failed.
 fn start_guest(
     world: &World,
     backend: &str,
     script: &str,
-    tamper: impl FnOnce(&mut SeedManifest),
+    tamper: impl FnOnce(&mut SeedManifest, &mut Vec<SeedFile>),
+    ssh_args: impl FnOnce(&mut Vec<String>),
 ) -> Started {
     let outcome = world
         .ccvm()
@@ -154,10 +158,11 @@ fn start_guest(
     let run_dir = Path::new(plan["run_dir"].as_str().expect("run_dir")).to_owned();
     let mut manifest: SeedManifest = json_field(&plan, "/seed/manifest");
     let host_home = manifest.user.home.clone();
-    tamper(&mut manifest);
-    let files: Vec<SeedFile> = json_field(&plan, "/seed/files");
+    let mut files: Vec<SeedFile> = json_field(&plan, "/seed/files");
+    tamper(&mut manifest, &mut files);
     let machine_plan: BackendPlan = json_field(&plan, "/machine");
-    let ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
+    let mut ssh: ccvm_plugin_api::Command = json_field(&plan, "/ssh");
+    ssh_args(&mut ssh.args);
 
     ccvm::dirs::create_run_dir(&run_dir).expect("run dir");
     let seed_dir = run_dir.join("seed");
@@ -189,7 +194,13 @@ pub fn boot_until_fatal(
     backend: &str,
     tamper: impl FnOnce(&mut SeedManifest),
 ) -> String {
-    let mut started = start_guest(world, backend, "echo check: never", tamper);
+    let mut started = start_guest(
+        world,
+        backend,
+        "echo check: never",
+        |manifest, _| tamper(manifest),
+        |_| {},
+    );
     let _ = started.machine.wait_exit(Duration::from_secs(60));
     match started.boot {
         Boot::GuestFailed(why) => why,
@@ -207,14 +218,25 @@ pub fn boot_session(
     world: &World,
     backend: &str,
     script: &str,
-    tamper: impl FnOnce(&mut SeedManifest),
+    tamper: impl FnOnce(&mut SeedManifest, &mut Vec<SeedFile>),
+) -> Session {
+    boot_session_with(world, backend, script, tamper, |_| {})
+}
+
+/// [`boot_session`], with `ssh_args` changing the ssh client's arguments first.
+pub fn boot_session_with(
+    world: &World,
+    backend: &str,
+    script: &str,
+    tamper: impl FnOnce(&mut SeedManifest, &mut Vec<SeedFile>),
+    ssh_args: impl FnOnce(&mut Vec<String>),
 ) -> Session {
     let Started {
         mut machine,
         boot,
         boot_seconds,
         ssh,
-    } = start_guest(world, backend, script, tamper);
+    } = start_guest(world, backend, script, tamper, ssh_args);
     let fail = |machine: &Machine, what: String| -> ! {
         panic!(
             "{what}\n--- guest console ---\n{}\n--- hypervisor ---\n{}",
@@ -273,6 +295,7 @@ pub fn boot_session(
         status: output.status.code(),
         boot_seconds,
         console: machine.console_text(),
+        ssh_stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -476,6 +499,7 @@ fn ccvm_launch_applies_the_same_seed_and_persists_projects_when_asked() {
         status: Some(out.code),
         boot_seconds: 0.0,
         console: out.stderr.clone(),
+        ssh_stderr: String::new(),
     };
     common_assertions(&world, &session, false, "9p");
     assert_eq!(session.value("projects-write"), "ok");

@@ -179,6 +179,13 @@ fn doctor_explains_which_destinations_the_allowlist_blocks_and_the_fix() {
         "{}",
         out.stdout
     );
+    // S7.2: listing the gateway opens the host's loopback; the doctor says so instead of "ok".
+    assert!(
+        line("egress").starts_with("warn")
+            && line("egress").contains("`10.0.2.2` covers 10.0.2.2, the host's own loopback"),
+        "{}",
+        out.stdout
+    );
     assert!(line("10.0.2.2:8080").starts_with("ok"), "{}", out.stdout);
     let port = line("10.0.2.2:22");
     assert!(port.starts_with("deny"), "{port}");

@@ -1,7 +1,9 @@
 //! The egress allowlist enforced in a real guest (S7), probed against services the test runs
 //! on the host's loopback, which slirp's gateway `10.0.2.2` reaches. Every "blocked" is told
 //! apart from "nothing listening": the same kind of service answers on an allowed path in the
-//! same run, and the blocked one is checked to answer from the host.
+//! same run, and the blocked one is checked to answer from the host. DNS (S7.2): under an
+//! allowlist the provided resolver does not answer and names other than the pinned ones do
+//! not resolve; with open egress, in the same run, the same query is answered.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -84,13 +86,17 @@ for target in $PROBE_TARGETS; do probe ${target%:*} ${target#*:}; done
 echo datagram > /dev/udp/10.0.2.2/$UDP_PORT 2>/dev/null; echo "udp sent"
 dns() { r=$(timeout 5 bash -c "exec 3<>/dev/udp/$1/53 && printf '$DNS_QUERY' >&3 && head -c2 <&3 | od -An -tx1" 2>/dev/null | tr -d ' \n'); echo "dns $1=${r:-none}"; }
 dns 10.0.2.3; dns 10.0.2.2
+echo "check-resolv nameservers=$(grep -c '^nameserver' /etc/resolv.conf)"
+if getent hosts localhost >/dev/null; then echo "pinned=resolves"; else echo "pinned=fails"; fi
+start=$(date +%s); if getent hosts deb.debian.org >/dev/null; then echo "other=resolves"; else echo "other=fails"; fi; echo "other-seconds=$(( $(date +%s) - start ))"
 if nft flush ruleset 2>/dev/null; then echo "flush=done"; else echo "flush=refused"; fi
 if sudo -n true 2>/dev/null; then echo "sudo=yes"; else echo "sudo=no"; fi
 if echo "1.2.3.4 evil" >> /etc/hosts 2>/dev/null; then echo "hosts=written"; else echo "hosts=refused"; fi
 grep -o 'Reachable over TCP: .*' "$HOME/.claude/CLAUDE.md" || echo 'no allowlist header'
 "#;
 
-fn session(world: &World, targets: &str, udp_port: u16) -> String {
+/// Runs a session and returns its stdout and stderr.
+fn session_out(world: &World, targets: &str, udp_port: u16) -> (String, String) {
     let script = format!(
         "PROBE_TARGETS='{targets}'; UDP_PORT={udp_port}; DNS_QUERY='{DNS_QUERY}'\n{PROBES}"
     );
@@ -103,7 +109,11 @@ fn session(world: &World, targets: &str, udp_port: u16) -> String {
         "stderr:\n{}\nstdout:\n{}",
         out.stderr, out.stdout
     );
-    out.stdout.replace('\r', "")
+    (out.stdout.replace('\r', ""), out.stderr)
+}
+
+fn session(world: &World, targets: &str, udp_port: u16) -> String {
+    session_out(world, targets, udp_port).0
 }
 
 #[test]
@@ -142,9 +152,22 @@ fn allowlisted_port_answers_everything_else_is_blocked_and_the_agent_cannot_lift
         udp.recv_from(&mut buffer).is_err(),
         "a UDP datagram left the guest"
     );
-    // DNS goes to the resolver ccvm provides (slirp's, which answers) and nowhere else.
-    assert!(out.contains("dns 10.0.2.3=1234"), "{out}");
+    // S7.2: no DNS at all, not even to the resolver the network provides (with open egress
+    // it answers: `without_an_allowlist_the_same_datagram_reaches_the_host`); the pinned
+    // names resolve from /etc/hosts, others fail at once instead of hanging.
+    assert!(out.contains("dns 10.0.2.3=none"), "{out}");
     assert!(out.contains("dns 10.0.2.2=none"), "{out}");
+    assert!(out.contains("check-resolv nameservers=0"), "{out}");
+    assert!(out.contains("pinned=resolves"), "{out}");
+    assert!(out.contains("other=fails"), "{out}");
+    assert!(
+        out.contains("other-seconds=0") || out.contains("other-seconds=1"),
+        "a lookup fails at once: {out}"
+    );
+    assert!(
+        out.contains("There is no DNS in this VM: only "),
+        "the header says so: {out}"
+    );
     if let Some(resolver) = resolver {
         assert!(
             resolver.recv_from(&mut buffer).is_err(),
@@ -210,8 +233,40 @@ fn an_allowlist_that_resolves_to_nothing_is_refused_before_boot() {
     );
 }
 
-/// The control for the UDP probe above: with open egress the same datagram does reach the
-/// host, so "nothing received" there means blocked, not "slirp drops UDP anyway".
+/// S7.2: an allowlist of addresses only boots although no name needs to resolve (on a host
+/// where `api.anthropic.com` does not resolve it says the API is out of reach), and an entry
+/// that covers the host gateway is warned about at launch. The listed address answers.
+#[test]
+fn an_address_only_allowlist_boots_and_the_gateway_entry_is_warned_about() {
+    let service = tcp_service();
+    let config = format!("[egress]\nallowlist = [\"10.0.2.0/24\"]\nports = [{service}]\n");
+    let Some(world) = vm::stub_world(&config, |_| {}) else {
+        return;
+    };
+    let (out, stderr) = session_out(&world, &format!("10.0.2.2:{service}"), 9);
+    assert!(
+        out.contains(&format!("probe 10.0.2.2:{service}=open")),
+        "{out}"
+    );
+    assert!(
+        stderr.contains("ccvm: warning: egress allowlist entry `10.0.2.0/24` covers 10.0.2.2"),
+        "{stderr}"
+    );
+    let api_resolves = std::net::ToSocketAddrs::to_socket_addrs(&("api.anthropic.com", 443))
+        .is_ok_and(|mut a| a.next().is_some());
+    if !api_resolves {
+        assert!(
+            stderr.contains("`api.anthropic.com` did not resolve on the host, so claude cannot"),
+            "{stderr}"
+        );
+        assert!(out.contains("No name resolves in this VM"), "{out}");
+    }
+    assert!(out.contains("check-resolv nameservers=0"), "{out}");
+}
+
+/// The control for the UDP and DNS probes above: with open egress the same datagram does
+/// reach the host and the provided resolver answers the same query, so "nothing received"
+/// there means blocked, not "slirp drops UDP anyway" or "the resolver is down".
 #[test]
 fn without_an_allowlist_the_same_datagram_reaches_the_host() {
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
@@ -224,6 +279,10 @@ fn without_an_allowlist_the_same_datagram_reaches_the_host() {
     let resolver = fake_resolver();
     let out = session(&world, "", udp_port);
     assert!(out.contains("udp sent"), "{out}");
+    // The positive control for "no DNS under an allowlist": the provided resolver answers
+    // the same query, and resolv.conf names it.
+    assert!(out.contains("dns 10.0.2.3=1234"), "{out}");
+    assert!(out.contains("check-resolv nameservers=1"), "{out}");
     let mut buffer = [0u8; 64];
     let (length, _) = udp.recv_from(&mut buffer).expect("the datagram arrives");
     assert_eq!(&buffer[..length], b"datagram\n");
@@ -251,7 +310,7 @@ fn a_filter_that_fails_to_load_closes_egress_and_says_so() {
         "r=$(timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{service} && head -c4 <&3' 2>/dev/null)\n\
          echo \"check: probe=${{r:-blocked}}\"\n"
     );
-    let session = boot::boot_session(&world, "microvm", &script, |manifest| {
+    let session = boot::boot_session(&world, "microvm", &script, |manifest, _| {
         let rules = manifest
             .setup_steps
             .iter_mut()

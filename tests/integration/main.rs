@@ -6,6 +6,7 @@
 //! runs first; a missing library fails the test with that instruction.
 
 mod egress;
+mod hardening;
 mod harness;
 mod vm;
 

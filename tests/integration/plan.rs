@@ -274,3 +274,203 @@ fn git_config_is_staged_sanitized() {
     }
     assert_eq!(content("git/ignore"), "*.swp\n");
 }
+
+/// S5.4: with `share.settings` on, `settings.json` and `settings.local.json` reach the seed's
+/// `claude/` (the guest's `~/.claude`) through the secret classifier: the `env` secrets and
+/// the credential helpers are gone, the rest stays, and no settings file is copied verbatim.
+#[test]
+fn settings_files_are_staged_without_their_secrets() {
+    let world = World::new();
+    let claude = world.home().join(".claude");
+    std::fs::create_dir_all(&claude).expect("mkdir");
+    std::fs::write(
+        claude.join("settings.json"),
+        r#"{"model":"opus","apiKeyHelper":"~/bin/LEAK-helper.sh",
+            "awsCredentialExport":"/home/x/LEAK-export.sh",
+            "env":{"ANTHROPIC_API_KEY":"sk-ant-api03-LEAKLEAKLEAK","EDITOR":"vim"},
+            "permissions":{"allow":["Bash(npm test)"]}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        claude.join("settings.local.json"),
+        r#"{"env":{"GITHUB_TOKEN":"ghp_LEAK","DEBUG":"1"}}"#,
+    )
+    .expect("write");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    let plan = out.json();
+    let files = plan["seed"]["files"].as_array().expect("files");
+    let inline = |path: &str| -> serde_json::Value {
+        let text = files
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not staged: {files:?}"))["source"]["content"]
+            .as_str()
+            .expect("inline content")
+            .to_owned();
+        serde_json::from_str(&text).expect("valid JSON")
+    };
+    assert_eq!(
+        inline("claude/settings.json"),
+        serde_json::json!({"model": "opus", "env": {"EDITOR": "vim"},
+                           "permissions": {"allow": ["Bash(npm test)"]}})
+    );
+    assert_eq!(
+        inline("claude/settings.local.json"),
+        serde_json::json!({"env": {"DEBUG": "1"}})
+    );
+    assert!(
+        files.iter().all(|f| !f["source"]["host_path"]
+            .as_str()
+            .is_some_and(|p| p.contains("settings"))),
+        "{files:?}"
+    );
+    assert!(
+        !plan.to_string().contains("LEAK"),
+        "a secret reached the plan"
+    );
+
+    std::fs::write(claude.join("settings.local.json"), "{\"env\":").expect("write");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}/settings.local.json is not valid JSON",
+            claude.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.json()["seed"]["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .any(|f| f["path"] == "claude/settings.local.json")
+    );
+}
+
+fn firewall_of(plan: &serde_json::Value) -> &serde_json::Value {
+    plan["setup_steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "firewall")
+        .unwrap_or_else(|| panic!("no firewall step: {}", plan["setup_steps"]))
+}
+
+/// S7.2: an allowlist of addresses boots without any name resolving (here
+/// `api.anthropic.com` may not resolve at all), gives the guest no resolver, and an entry
+/// that covers the host gateway is warned about in the plan and on stderr, as at launch.
+#[test]
+fn an_address_allowlist_plans_without_dns_and_warns_about_the_host_gateway() {
+    let world = World::new();
+    world.config("[egress]\nallowlist = [\"10.0.0.0/8\", \"192.0.2.7\"]\n");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+    let plan = out.json();
+    let firewall = firewall_of(&plan);
+    assert!(firewall["dns_server"].is_null(), "{firewall}");
+    let destinations: Vec<&str> = firewall["allow"]
+        .as_array()
+        .expect("allow")
+        .iter()
+        .filter_map(|r| r["destination"].as_str())
+        .collect();
+    assert!(
+        destinations.starts_with(&["10.0.0.0/8", "192.0.2.7"]),
+        "{destinations:?}"
+    );
+    let warning = "`10.0.0.0/8` covers 10.0.2.2, the host's own loopback";
+    assert!(
+        plan["diagnostics"].to_string().contains(warning),
+        "{}",
+        plan["diagnostics"]
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("ccvm: warning: egress allowlist entry {warning}")),
+        "{}",
+        out.stderr
+    );
+    let header = plan["claude_md_append"].as_str().expect("header");
+    assert!(
+        header.contains("no DNS in this VM") || header.contains("No name resolves"),
+        "{header}"
+    );
+}
+
+fn virtiofsd_args(plan: &serde_json::Value) -> Vec<String> {
+    let helpers = plan["machine"]["helpers"].as_array().expect("helpers");
+    assert!(!helpers.is_empty(), "virtio-fs plans virtiofsd helpers");
+    helpers
+        .iter()
+        .flat_map(|h| h["command"]["args"].as_array().expect("args").clone())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// virtiofsd runs in its own namespaces (`--sandbox=namespace`) when the host lets this user
+/// create them, which ccvm checks on the host (the backend only reads the fact). Where it
+/// cannot (here provoked inside a user namespace whose `user.max_user_namespaces` is 0), the
+/// plan falls back to `--sandbox=none` and the warning says why.
+#[test]
+fn virtiofsd_uses_its_namespace_sandbox_and_says_why_when_it_cannot() {
+    let world = World::new();
+    world.config("share_transport = \"virtio-fs\"\n");
+    let run = |ccvm: crate::harness::Ccvm| {
+        ccvm.args(["--ccvm-plan", "--backend", "q35"])
+            .env("CCVM_ACCEL", "tcg")
+    };
+    let host_allows = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--net",
+            "--fork",
+        ])
+        .args(["--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !host_allows {
+        eprintln!("skipped: this host does not let the test create user namespaces");
+        return;
+    }
+    let plan = run(world.ccvm()).run().expect_code(0).json();
+    let args = virtiofsd_args(&plan);
+    assert!(args.iter().any(|a| a == "--sandbox=namespace"), "{args:?}");
+    assert!(!args.iter().any(|a| a == "--sandbox=none"), "{args:?}");
+
+    let ccvm = run(world.ccvm()).into_command();
+    let mut confined = std::process::Command::new("unshare");
+    confined
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+            "sh",
+        ])
+        .arg(ccvm.get_program())
+        .args(ccvm.get_args())
+        .env_clear()
+        .envs(ccvm.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .current_dir(ccvm.get_current_dir().expect("the world sets a directory"));
+    let out = confined.output().expect("unshare runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let args = virtiofsd_args(&plan);
+    assert!(args.iter().any(|a| a == "--sandbox=none"), "{args:?}");
+    assert!(
+        stderr.contains("ccvm: warning: virtiofsd runs without its namespace sandbox")
+            && stderr.contains("cannot create user namespaces"),
+        "{stderr}"
+    );
+}

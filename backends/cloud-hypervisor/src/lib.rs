@@ -6,8 +6,9 @@
 #![forbid(unsafe_code)]
 
 use ccvm_plugin_api::{
-    Acceleration, Backend, BackendPlan, Capabilities, Command, Console, ControlEndpoint, Helper,
-    HostFacts, NetworkAttachment, PlannedShare, PluginError, Requirements, ShareTransport, VmSpec,
+    Acceleration, Backend, BackendPlan, Capabilities, Command, Console, ControlEndpoint,
+    Diagnostic, Helper, HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError,
+    Requirements, ShareTransport, VmSpec,
 };
 
 /// cloud-hypervisor.
@@ -19,6 +20,23 @@ const PROGRAM: &str = "cloud-hypervisor";
 /// Candidate virtio-fs daemons (the Rust virtiofsd), most preferred first.
 fn virtiofsd_candidates() -> [&'static str; 2] {
     ["virtiofsd", "/usr/libexec/virtiofsd"]
+}
+
+/// virtiofsd's `--sandbox`: its own namespaces where the host lets this user create them,
+/// else none with a warning saying why (the same rule as the QEMU backends).
+fn virtiofsd_sandbox(facts: &HostFacts) -> (&'static str, Option<Diagnostic>) {
+    let reason = match &facts.user_namespaces {
+        Some(NamespaceFact::Usable) => return ("--sandbox=namespace", None),
+        Some(NamespaceFact::Unusable { reason }) => reason.as_str(),
+        None => "the host did not check whether namespaces are usable",
+    };
+    (
+        "--sandbox=none",
+        Some(Diagnostic::warning(format!(
+            "virtiofsd runs without its namespace sandbox (--sandbox=none): {reason}; it can \
+             then reach every file you can, not only the shared directories"
+        ))),
+    )
 }
 
 /// cloud-hypervisor splits option values on `,` with no escape we can rely on, so a path
@@ -52,11 +70,12 @@ impl Backend for CloudHypervisor {
         }
     }
 
-    fn requirements(&self, _spec: &VmSpec) -> Result<Requirements, PluginError> {
+    fn requirements(&self, spec: &VmSpec) -> Result<Requirements, PluginError> {
         let mut programs = vec![PROGRAM.to_owned()];
         programs.extend(virtiofsd_candidates().map(str::to_owned));
         Ok(Requirements {
             programs,
+            user_namespaces: !spec.shares.is_empty(),
             ..Requirements::default()
         })
     }
@@ -140,7 +159,10 @@ impl Backend for CloudHypervisor {
         let mut helpers = Vec::new();
         let mut shares = Vec::new();
         let mut remove_before_start = vec![api_socket.clone(), vsock_socket.clone()];
+        let mut diagnostics = Vec::new();
         if !spec.shares.is_empty() {
+            let (sandbox, warning) = virtiofsd_sandbox(facts);
+            diagnostics.extend(warning);
             let daemon = virtiofsd.ok_or_else(|| {
                 PluginError::failed(
                     "cloud-hypervisor shares directories with virtio-fs, which needs \
@@ -154,7 +176,7 @@ impl Backend for CloudHypervisor {
                 let mut daemon_args = vec![
                     format!("--socket-path={socket}"),
                     format!("--shared-dir={}", share.host_path),
-                    "--sandbox=none".to_owned(),
+                    sandbox.to_owned(),
                     "--cache=auto".to_owned(),
                 ];
                 if share.read_only {
@@ -220,6 +242,7 @@ impl Backend for CloudHypervisor {
             shares,
             network: NetworkAttachment::None,
             remove_before_start,
+            diagnostics,
         })
     }
 }
@@ -283,7 +306,19 @@ mod tests {
         assert!(
             plan.helpers
                 .iter()
-                .all(|h| h.command.program == "/usr/bin/virtiofsd")
+                .all(|h| h.command.program == "/usr/bin/virtiofsd"
+                    && h.command.args.contains(&"--sandbox=namespace".to_owned()))
+        );
+        let mut facts = example_facts(&[PROGRAM, "virtiofsd"]);
+        facts.user_namespaces = None;
+        let fallback = CloudHypervisor.plan(&kvm_spec(), &facts).expect("plan");
+        assert!(
+            fallback.helpers[0]
+                .command
+                .args
+                .contains(&"--sandbox=none".to_owned())
+                && fallback.diagnostics[0].message.contains("did not check"),
+            "{fallback:?}"
         );
         assert!(matches!(
             plan.control,

@@ -1,8 +1,9 @@
 //! The planner shared by the QEMU backends.
 
 use ccvm_plugin_api::{
-    Acceleration, BackendPlan, Capabilities, Command, Console, ControlEndpoint, Helper, HostFacts,
-    NetworkAttachment, PlannedShare, PluginError, Requirements, ShareTransport, VmSpec,
+    Acceleration, BackendPlan, Capabilities, Command, Console, ControlEndpoint, Diagnostic, Helper,
+    HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError, Requirements,
+    ShareTransport, VmSpec,
 };
 
 use crate::argv::{Argv, Opts};
@@ -52,10 +53,28 @@ pub struct Flavor {
     pub kernel_cmdline: Vec<String>,
 }
 
-/// Candidate virtio-fs daemons, most preferred first: the Rust virtiofsd, which can run
-/// unprivileged with `--sandbox none` (the C one shipped with QEMU 7 needs root).
+/// Candidate virtio-fs daemons, most preferred first: the Rust virtiofsd, which runs
+/// unprivileged (the C one shipped with QEMU 7 needs root).
 pub fn virtiofsd_candidates() -> Vec<String> {
     vec!["virtiofsd".to_owned(), "/usr/libexec/virtiofsd".to_owned()]
+}
+
+/// virtiofsd's `--sandbox`: its own user, mount, pid and network namespaces, with the shared
+/// directory as its root, where the host lets this user create them; else none, with a
+/// warning that says why (the daemon then sees the whole host file system as the user does).
+pub fn virtiofsd_sandbox(facts: &HostFacts) -> (&'static str, Option<Diagnostic>) {
+    let reason = match &facts.user_namespaces {
+        Some(NamespaceFact::Usable) => return ("--sandbox=namespace", None),
+        Some(NamespaceFact::Unusable { reason }) => reason.as_str(),
+        None => "the host did not check whether namespaces are usable",
+    };
+    (
+        "--sandbox=none",
+        Some(Diagnostic::warning(format!(
+            "virtiofsd runs without its namespace sandbox (--sandbox=none): {reason}; it can \
+             then reach every file you can, not only the shared directories"
+        ))),
+    )
 }
 
 /// What every QEMU backend can do.
@@ -82,9 +101,11 @@ pub fn requirements(flavor: &Flavor, spec: &VmSpec, needs_tsc: bool) -> Requirem
     if transport_for(spec) == ShareTransport::VirtioFs && !spec.shares.is_empty() {
         programs.extend(virtiofsd_candidates());
     }
+    let virtio_fs = transport_for(spec) == ShareTransport::VirtioFs && !spec.shares.is_empty();
     Requirements {
         programs,
         tsc_khz: needs_tsc,
+        user_namespaces: virtio_fs,
         ..Requirements::default()
     }
 }
@@ -249,6 +270,11 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
     let mut helpers = Vec::new();
     let mut remove_before_start = Vec::new();
     let mut shares = Vec::new();
+    let mut diagnostics = Vec::new();
+    let (sandbox, warning) = virtiofsd_sandbox(facts);
+    if virtio_fs {
+        diagnostics.extend(warning);
+    }
     for (index, share) in spec.shares.iter().enumerate() {
         match (share_transport, virtiofsd) {
             (ShareTransport::VirtioFs, Some(daemon)) => {
@@ -256,7 +282,7 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
                 let mut args = vec![
                     format!("--socket-path={socket}"),
                     format!("--shared-dir={}", share.host_path),
-                    "--sandbox=none".to_owned(),
+                    sandbox.to_owned(),
                     "--cache=auto".to_owned(),
                 ];
                 if share.read_only {
@@ -337,5 +363,6 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
             guest_address: "10.0.2.15/24".to_owned(),
         },
         remove_before_start,
+        diagnostics,
     })
 }

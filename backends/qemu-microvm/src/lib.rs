@@ -174,6 +174,48 @@ mod tests {
         );
     }
 
+    /// virtiofsd runs in its namespace sandbox when the host can create the namespaces, and
+    /// says why when it falls back to none.
+    #[test]
+    fn virtiofsd_is_sandboxed_in_namespaces_when_the_host_allows_it() {
+        let spec = VmSpec {
+            share_transport: Some(ShareTransport::VirtioFs),
+            ..example_spec()
+        };
+        let requirements = Microvm.requirements(&spec).expect("requirements");
+        assert!(requirements.user_namespaces);
+        let mut facts = example_facts(&["qemu-system-x86_64", "virtiofsd"]);
+        let plan = Microvm.plan(&spec, &facts).expect("plan");
+        assert!(
+            plan.helpers
+                .iter()
+                .all(|h| h.command.args.contains(&"--sandbox=namespace".to_owned())),
+            "{:?}",
+            plan.helpers
+        );
+        assert!(plan.diagnostics.is_empty(), "{:?}", plan.diagnostics);
+
+        facts.user_namespaces = Some(ccvm_plugin_api::NamespaceFact::Unusable {
+            reason: "user.max_user_namespaces is 0".to_owned(),
+        });
+        let plan = Microvm.plan(&spec, &facts).expect("plan");
+        assert!(
+            plan.helpers
+                .iter()
+                .all(|h| h.command.args.contains(&"--sandbox=none".to_owned()))
+        );
+        assert_eq!(plan.diagnostics.len(), 1, "{:?}", plan.diagnostics);
+        assert!(
+            plan.diagnostics[0]
+                .message
+                .contains("--sandbox=none): user.max_user_namespaces is 0"),
+            "{}",
+            plan.diagnostics[0].message
+        );
+        let nine_p = Microvm.requirements(&example_spec()).expect("requirements");
+        assert!(!nine_p.user_namespaces, "9p needs no virtiofsd");
+    }
+
     #[test]
     fn missing_qemu_names_the_package() {
         let error = Microvm

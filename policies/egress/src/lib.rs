@@ -4,6 +4,11 @@
 //! `api.anthropic.com`, always allowed on 443), and produces the filter as data, the
 //! resolver pins, the sudo decision (S7.3) and the session-header text (S5.6). It never
 //! resolves anything itself; the guest agent installs the filter.
+//!
+//! Under an allowlist the guest gets no DNS at all (S7.2): every allowed name is pinned in
+//! `/etc/hosts`, so a resolver would only serve as a tunnel (queries carry data out). An entry
+//! whose range covers the guest's gateway is warned about: on QEMU user networking that
+//! address is the host's own loopback, so the entry opens every local service of the host.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
@@ -152,6 +157,57 @@ fn names(entries: &[Entry]) -> Vec<String> {
     names
 }
 
+/// Whether `address` falls under an allowlist destination (an address or a CIDR); also what
+/// `ccvm --ccvm-doctor` uses to explain a destination.
+pub fn covers(destination: &str, address: IpAddr) -> bool {
+    let (network, bits) = match destination.split_once('/') {
+        Some((network, bits)) => match (network.parse::<IpAddr>(), bits.parse::<u32>()) {
+            (Ok(network), Ok(bits)) => (network, bits),
+            _ => return false,
+        },
+        None => return destination.parse::<IpAddr>() == Ok(address),
+    };
+    match (network, address) {
+        (IpAddr::V4(n), IpAddr::V4(a)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The warning for allowlist rules that reach the guest's gateway (the host's loopback on
+/// QEMU user networking), or `None` when no rule covers it.
+pub fn gateway_warning(rules: &[AllowRule], gateway: &str) -> Option<String> {
+    let address: IpAddr = gateway.parse().ok()?;
+    let entries: Vec<String> = rules
+        .iter()
+        .filter(|rule| covers(&rule.destination, address))
+        .map(|rule| match &rule.from_name {
+            Some(name) => format!("`{name}` ({})", rule.destination),
+            None => format!("`{}`", rule.destination),
+        })
+        .collect();
+    let ports: BTreeSet<u16> = rules
+        .iter()
+        .filter(|rule| covers(&rule.destination, address))
+        .flat_map(|rule| rule.tcp_ports.iter().copied())
+        .collect();
+    (!entries.is_empty()).then(|| {
+        format!(
+            "egress allowlist entry {} covers {gateway}, the host's own loopback as the guest \
+             sees it: the agent can reach every service listening on the host's 127.0.0.1 on \
+             TCP ports {}; list narrower ranges if that is not intended",
+            entries.join(", "),
+            ports_text(&ports.into_iter().collect::<Vec<_>>())
+        )
+    })
+}
+
 fn ports_text(ports: &[u16]) -> String {
     ports
         .iter()
@@ -259,8 +315,16 @@ impl Policy for Egress {
             }
             reachable.push(format!("{name} (ports {})", ports_text(&ports)));
         }
-        let resolved_any = !pins.is_empty();
-        if !resolved_any {
+        let user_names: Vec<&String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Name(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        // Names the user listed, none of which resolves, mean the host's DNS is broken, not
+        // that the user wants an unreachable allowlist. Addresses alone need no DNS (S7.2).
+        if pins.is_empty() && !user_names.is_empty() {
             return Err(PluginError::failed(format!(
                 "none of the egress allowlist's names resolved on this host ({}); check the \
                  host's DNS and network, or list IP addresses",
@@ -268,21 +332,53 @@ impl Policy for Egress {
             )));
         }
         for name in &unresolved {
-            plan.diagnostics.push(Diagnostic::warning(format!(
-                "egress allowlist: `{name}` did not resolve on the host and will be unreachable"
-            )));
+            plan.diagnostics.push(Diagnostic::warning(if name == ALWAYS_ALLOWED {
+                format!(
+                    "egress allowlist: `{ALWAYS_ALLOWED}` did not resolve on the host, so claude \
+                     cannot reach the Anthropic API in this session (the rest of the allowlist \
+                     is unaffected)"
+                )
+            } else {
+                format!(
+                    "egress allowlist: `{name}` did not resolve on the host and will be unreachable"
+                )
+            }));
         }
+        if let Some(warning) = input
+            .session
+            .guest_gateway
+            .as_deref()
+            .and_then(|gateway| gateway_warning(&rules, gateway))
+        {
+            plan.diagnostics.push(Diagnostic::warning(warning));
+        }
+        let pinned: BTreeSet<&str> = pins.iter().map(|(name, _)| name.as_str()).collect();
+        let pinned: Vec<&str> = pinned.into_iter().collect();
+        let resolving = match pinned.as_slice() {
+            [] => "No name resolves in this VM: there is no DNS, so use the addresses above."
+                .to_owned(),
+            [one] => format!(
+                "There is no DNS in this VM: only {one} resolves (pinned in /etc/hosts); every \
+                 other name fails to resolve."
+            ),
+            many => format!(
+                "There is no DNS in this VM: only {} resolve (pinned in /etc/hosts); every \
+                 other name fails to resolve.",
+                many.join(", ")
+            ),
+        };
 
         plan.setup_steps.push(SetupStep::Firewall(FirewallRules {
             allow: rules,
-            dns_server: input.session.guest_dns.clone(),
+            // No resolver at all: the names are pinned, and a resolver is a tunnel (S7.2).
+            dns_server: None,
         }));
         plan.setup_steps.push(SetupStep::HostsPins { pins });
         plan.context.push(format!(
-            "Network egress is locked to an allowlist. Reachable over TCP: {}. Every other \
-             connection will hang or fail, including package installs and downloads from \
-             other hosts: do not retry or work around it. Hand such work back to the user as \
-             copy-pasteable commands they can run on the host.",
+            "Network egress is locked to an allowlist. Reachable over TCP: {}. {resolving} \
+             Every other connection will hang or fail, including package installs and \
+             downloads from other hosts: do not retry or work around it. Hand such work back \
+             to the user as copy-pasteable commands they can run on the host.",
             reachable.join("; ")
         ));
         Ok(plan)
@@ -291,6 +387,7 @@ impl Policy for Egress {
 
 #[cfg(test)]
 mod tests {
+    use ccvm_plugin_api::DiagnosticLevel;
     use ccvm_plugin_api::testing::{example_facts, example_policy_input};
 
     use super::*;
@@ -379,7 +476,28 @@ mod tests {
         };
         let destinations: Vec<&str> = rules.allow.iter().map(|r| r.destination.as_str()).collect();
         assert_eq!(destinations, ["192.0.2.9", "203.0.113.5", "198.51.100.1"]);
-        assert_eq!(rules.dns_server.as_deref(), Some("10.0.2.3"));
+        // S7.2: no resolver at all under an allowlist; the names are pinned instead.
+        assert_eq!(rules.dns_server, None);
+        assert!(
+            plan.setup_steps.contains(&SetupStep::HostsPins {
+                pins: vec![
+                    ("example.org".to_owned(), "203.0.113.5".parse().expect("ip")),
+                    (
+                        ALWAYS_ALLOWED.to_owned(),
+                        "198.51.100.1".parse().expect("ip")
+                    ),
+                ]
+            }),
+            "{:?}",
+            plan.setup_steps
+        );
+        assert!(
+            plan.context[0].contains(&format!(
+                "There is no DNS in this VM: only {ALWAYS_ALLOWED}, example.org resolve"
+            )),
+            "{}",
+            plan.context[0]
+        );
         assert!(
             plan.context[0].contains("example.org"),
             "{}",
@@ -401,6 +519,90 @@ mod tests {
             )
             .expect_err("refused");
         assert!(error.message.contains("example.org"), "{}", error.message);
+    }
+
+    /// S7.2: an allowlist of addresses needs no DNS: it boots although no name resolves, and
+    /// says that the API is then out of reach.
+    #[test]
+    fn an_address_only_allowlist_boots_without_any_name_resolving() {
+        let plan = Egress
+            .plan(
+                &input(&["192.0.2.9", "198.51.100.0/24"], AgentSudo::Auto),
+                &example_facts(&[]),
+            )
+            .expect("an address-only allowlist needs no name");
+        let Some(SetupStep::Firewall(rules)) = plan
+            .setup_steps
+            .iter()
+            .find(|s| matches!(s, SetupStep::Firewall(_)))
+        else {
+            panic!("no firewall step: {:?}", plan.setup_steps);
+        };
+        let destinations: Vec<&str> = rules.allow.iter().map(|r| r.destination.as_str()).collect();
+        assert_eq!(destinations, ["192.0.2.9", "198.51.100.0/24"]);
+        assert!(
+            plan.setup_steps
+                .contains(&SetupStep::HostsPins { pins: Vec::new() })
+        );
+        assert!(
+            plan.diagnostics
+                .iter()
+                .any(|d| d.level == DiagnosticLevel::Warning
+                    && d.message.contains("`api.anthropic.com` did not resolve")
+                    && d.message.contains("cannot reach the Anthropic API")),
+            "{:?}",
+            plan.diagnostics
+        );
+        assert!(
+            plan.context[0].contains("No name resolves"),
+            "{}",
+            plan.context[0]
+        );
+    }
+
+    /// S7.2: an entry whose range covers the host gateway (the host's loopback on QEMU user
+    /// networking) is warned about, naming the entry; a range beside it is not.
+    #[test]
+    fn an_entry_covering_the_host_gateway_warns() {
+        let facts = resolved(&[(ALWAYS_ALLOWED, "198.51.100.1")]);
+        let plan = Egress
+            .plan(&input(&["10.0.0.0/8"], AgentSudo::Auto), &facts)
+            .expect("plan");
+        let warning = plan
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("host's own loopback"))
+            .unwrap_or_else(|| panic!("no gateway warning: {:?}", plan.diagnostics));
+        assert_eq!(warning.level, DiagnosticLevel::Warning);
+        assert!(
+            warning.message.contains("`10.0.0.0/8` covers 10.0.2.2")
+                && warning.message.contains("TCP ports 443"),
+            "{}",
+            warning.message
+        );
+        let narrow = Egress
+            .plan(&input(&["10.1.0.0/16"], AgentSudo::Auto), &facts)
+            .expect("plan");
+        assert!(
+            !narrow
+                .diagnostics
+                .iter()
+                .any(|d| d.message.contains("loopback")),
+            "{:?}",
+            narrow.diagnostics
+        );
+    }
+
+    #[test]
+    fn cidr_cover_handles_both_families_and_edges() {
+        let ip = |t: &str| -> IpAddr { t.parse().expect("test address") };
+        assert!(covers("0.0.0.0/0", ip("8.8.8.8")));
+        assert!(covers("2001:db8::/32", ip("2001:db8:1::5")));
+        assert!(!covers("2001:db8::/32", ip("2001:db9::5")));
+        assert!(!covers("10.0.0.0/8", ip("2001:db8::1")));
+        assert!(covers("10.1.2.3/32", ip("10.1.2.3")));
+        assert!(!covers("10.1.2.3/32", ip("10.1.2.4")));
+        assert!(covers("10.0.2.2", ip("10.0.2.2")));
     }
 
     #[test]

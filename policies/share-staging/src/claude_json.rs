@@ -1,37 +1,22 @@
 //! Sanitizing the home-root `~/.claude.json` (S5.4).
 //!
 //! Removes, wherever they occur: `env` and `headers` of every MCP server definition (top
-//! level and inside per-project entries), `primaryApiKey`, and every key whose name marks it
-//! as a token, secret, password or API key. Structure, `userID` and server names stay.
+//! level and inside per-project entries), then everything the shared classifier
+//! ([`crate::secrets`]) flags: `primaryApiKey` and every key whose name marks a token, secret,
+//! password, API key or credential; helper commands that print credentials (an MCP server's
+//! `headersHelper`); secret values anywhere (a server `url` keeps everything but its userinfo
+//! and secret query parameters; `args` lose a secret flag and its value). Structure, `userID`,
+//! onboarding state, per-project trust and server names stay.
 
 use serde_json::Value;
 
-/// Whether an object key names a secret. Compared case-insensitively with `_`, `-` and `.`
-/// removed, so `api_key`, `apiKey` and `API-KEY` all match.
-pub fn is_secret_key(key: &str) -> bool {
-    let normalized: String = key
-        .chars()
-        .filter(|c| !matches!(c, '_' | '-' | '.'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    [
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "apikey",
-        "credential",
-        "privatekey",
-    ]
-    .iter()
-    .any(|marker| normalized.contains(marker))
-}
+pub use crate::secrets::is_secret_key;
 
-/// Sanitizes a parsed document in place.
-pub fn sanitize(value: &mut Value) {
+/// Drops `env` and `headers` of every MCP server definition, wherever `mcpServers` nests:
+/// both hold credentials by design, whatever their names.
+fn strip_server_credentials(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            map.retain(|key, _| !is_secret_key(key));
             if let Some(Value::Object(servers)) = map.get_mut("mcpServers") {
                 for server in servers.values_mut() {
                     if let Value::Object(definition) = server {
@@ -40,13 +25,17 @@ pub fn sanitize(value: &mut Value) {
                     }
                 }
             }
-            for child in map.values_mut() {
-                sanitize(child);
-            }
+            map.values_mut().for_each(strip_server_credentials);
         }
-        Value::Array(items) => items.iter_mut().for_each(sanitize),
+        Value::Array(items) => items.iter_mut().for_each(strip_server_credentials),
         _ => {}
     }
+}
+
+/// Sanitizes a parsed document in place.
+pub fn sanitize(value: &mut Value) {
+    strip_server_credentials(value);
+    crate::secrets::scrub_json(value);
 }
 
 /// Parses, sanitizes and re-serializes (pretty) a `.claude.json`.
@@ -122,6 +111,43 @@ mod tests {
         for key in ["userID", "mcpServers", "theme", "hasCompletedOnboarding"] {
             assert!(!is_secret_key(key), "{key}");
         }
+    }
+
+    /// S5.4: credentials in MCP server URLs, token arguments and header helpers go wherever
+    /// the server is defined; the servers, their names and per-project trust stay.
+    #[test]
+    fn mcp_url_credentials_token_args_and_header_helpers_go_everywhere() {
+        let mut doc = json!({
+            "userID": "d3b07384d113edec49eaa6238ad5ff00d3b07384d113edec49eaa6238ad5ff00",
+            "hasCompletedOnboarding": true,
+            "mcpServers": {
+                "remote": {"type": "http", "url": "https://alice:pw@mcp.example.org/mcp?api_key=k1&region=eu",
+                           "headersHelper": "/home/alice/bin/mcp-headers.sh"},
+                "hook": {"type": "sse", "url": "https://hooks.example.org/ghp_0123456789abcdefghijABCDEFGHIJ012345"}
+            },
+            "projects": {"/home/alice/p": {
+                "hasTrustDialogAccepted": true,
+                "mcpServers": {"gh": {"command": "npx",
+                    "args": ["-y", "@modelcontextprotocol/server-github", "--token", "t0k3n", "--api-key=k2"]}}
+            }}
+        });
+        sanitize(&mut doc);
+        assert_eq!(
+            doc,
+            json!({
+                "userID": "d3b07384d113edec49eaa6238ad5ff00d3b07384d113edec49eaa6238ad5ff00",
+                "hasCompletedOnboarding": true,
+                "mcpServers": {
+                    "remote": {"type": "http", "url": "https://mcp.example.org/mcp?region=eu"},
+                    "hook": {"type": "sse"}
+                },
+                "projects": {"/home/alice/p": {
+                    "hasTrustDialogAccepted": true,
+                    "mcpServers": {"gh": {"command": "npx",
+                        "args": ["-y", "@modelcontextprotocol/server-github"]}}
+                }}
+            })
+        );
     }
 
     #[test]

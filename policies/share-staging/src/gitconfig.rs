@@ -10,7 +10,13 @@
 //!   hooks path, fsmonitor…) unless the program is one the guest image ships;
 //! - signing: `user.signingKey`, all `gpg.*`; `commit.gpgSign` and `tag.gpgSign` are forced
 //!   off;
-//! - `core.excludesFile`: the excludes file is staged by content at git's default location.
+//! - `core.excludesFile`: the excludes file is staged by content at git's default location;
+//! - every entry the shared secret classifier ([`crate::secrets`]) flags, by the name
+//!   (`github.token`, `hub.oauthtoken`, `sendemail.smtppass`), by the subsection (a token in a
+//!   `url.<base>.insteadOf` base or an `http.<url>.*` URL) or by the value (`http.proxy` with a
+//!   password, an alias that sends an `Authorization` header, a token anywhere).
+
+use crate::secrets::{is_secret_key, is_secret_value};
 
 /// Programs the guest image ships that a program-valued setting may keep naming.
 const GUEST_PROGRAMS: &[&str] = &[
@@ -61,6 +67,9 @@ fn dropped(key: &str, value: &str) -> bool {
     let section_lc = section.to_ascii_lowercase();
     let name_lc = name.to_ascii_lowercase();
     if value.contains("/nix/store/") {
+        return true;
+    }
+    if is_secret_key(name) || subsection.is_some_and(is_secret_value) || is_secret_value(value) {
         return true;
     }
     match section_lc.as_str() {
@@ -179,6 +188,62 @@ mod tests {
             ]
         );
         assert_eq!(clean[3].1, "false");
+    }
+
+    /// S5.5: tokens in `url.<base>.insteadOf` bases, extra headers, proxy userinfo and the
+    /// secret-named keys of other tools go; identity, aliases and plain URLs stay.
+    #[test]
+    fn entries_the_secret_classifier_flags_are_dropped() {
+        let clean = sanitize(&entries(&[
+            ("user.name", "Alice"),
+            ("alias.lg", "log --graph --author=alice"),
+            (
+                "alias.ship",
+                "!curl -H 'Authorization: token ghp_0123456789abcdefghijABCDEFGHIJ012345' x",
+            ),
+            (
+                "url.https://ghp_0123456789abcdefghijABCDEFGHIJ012345@github.com/.insteadof",
+                "https://github.com/",
+            ),
+            (
+                "url.https://oauth2:glpat-0123456789abcdefghij@gitlab.com/.insteadof",
+                "gl:",
+            ),
+            ("url.git@github.com:.insteadof", "https://github.com/"),
+            (
+                "url.https://github.com/.insteadof",
+                "https://alice:hunter2@github.com/",
+            ),
+            ("http.extraheader", "AUTHORIZATION: basic dXNlcjpwYXNz"),
+            (
+                "http.https://example.org.extraheader",
+                "Authorization: Bearer x",
+            ),
+            ("http.proxy", "http://alice:hunter2@proxy.corp:3128"),
+            ("http.https://user:pw@git.corp.sslverify", "false"),
+            ("https.proxy", "http://proxy.corp:3128"),
+            ("github.user", "alice"),
+            ("github.token", "0123456789abcdef0123456789abcdef01234567"),
+            ("hub.oauthtoken", "0123456789abcdef"),
+            ("gitlab.token", "x"),
+            ("sendemail.smtpuser", "alice@example.org"),
+            ("sendemail.smtppass", "hunter2"),
+            ("sendemail.smtpserver", "smtp.example.org"),
+        ]));
+        assert_eq!(
+            keys(&clean),
+            [
+                "user.name",
+                "alias.lg",
+                "url.git@github.com:.insteadof",
+                "https.proxy",
+                "github.user",
+                "sendemail.smtpuser",
+                "sendemail.smtpserver",
+                "commit.gpgsign",
+                "tag.gpgsign"
+            ]
+        );
     }
 
     #[test]

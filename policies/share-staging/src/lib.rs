@@ -3,11 +3,16 @@
 //!
 //! Pure: it names host paths for the host to copy and sanitizes file contents the host read
 //! for it. It must never name `.credentials.json`, `projects/`, `sessions/`, history or any
-//! other item that is not on the allowlist.
+//! other item that is not on the allowlist. Files that can hold secrets (`settings.json`,
+//! `settings.local.json`, `~/.claude.json`, the git config) are never copied as they are: the
+//! host reads them for the policy, which stages them through the one secret classifier
+//! ([`secrets`]).
 #![forbid(unsafe_code)]
 
 pub mod claude_json;
 pub mod gitconfig;
+pub mod secrets;
+pub mod settings;
 
 use ccvm_plugin_api::{
     Diagnostic, FileFact, GuestOwner, HostFacts, PluginError, Policy, PolicyInput, PolicyPlan,
@@ -55,10 +60,10 @@ pub const CREDENTIALS_FILE: &str = ".credentials.json";
 pub const SEED_CLAUDE_DIR: &str = "claude";
 
 impl ShareSettings {
-    /// The `~/.claude` entries to stage: the allowlist, filtered by the settings.
+    /// The `~/.claude` entries the host copies: the allowlist, filtered by the settings. The
+    /// settings files are not among them: they are staged sanitized ([`SETTINGS_FILES`]).
     pub fn claude_items(&self) -> Vec<&'static str> {
         [
-            (self.settings, "settings.json"),
             (self.claude_md, "CLAUDE.md"),
             (self.keybindings, "keybindings.json"),
             (self.commands, "commands"),
@@ -75,6 +80,13 @@ impl ShareSettings {
 }
 
 const CLAUDE_JSON: &str = "~/.claude.json";
+
+/// The settings files staged (sanitized, S5.4) when `share.settings` is on, as the host reads
+/// them (`~/` = home) and where they go in the seed's `claude/` (the guest's `~/.claude`).
+pub const SETTINGS_FILES: [(&str, &str); 2] = [
+    ("~/.claude/settings.json", "settings.json"),
+    ("~/.claude/settings.local.json", "settings.local.json"),
+];
 
 /// The policy.
 #[derive(Debug, Default)]
@@ -96,6 +108,9 @@ impl Policy for ShareStaging {
         let mut requirements = Requirements::default();
         if settings.settings {
             requirements.read_files.push(CLAUDE_JSON.to_owned());
+            requirements
+                .read_files
+                .extend(SETTINGS_FILES.iter().map(|(host, _)| (*host).to_owned()));
         }
         requirements.git_global_config = settings.git_config;
         Ok(requirements)
@@ -120,19 +135,19 @@ impl Policy for ShareStaging {
         });
 
         if settings.settings {
+            stage_settings(&mut plan, &settings, facts);
             match facts.files.get(CLAUDE_JSON) {
                 Some(FileFact::Text { content }) => match claude_json::sanitize_text(content) {
                     Ok(clean) => {
                         install(&mut plan, "claude.json", clean, "~/.claude.json", 0o600);
                     }
-                    Err(e) => plan.diagnostics.push(Diagnostic::warning(format!(
-                        "{home}/.claude.json is not valid JSON ({e}); it was not staged"
-                    ))),
+                    Err(e) => plan
+                        .diagnostics
+                        .push(not_valid_json(home, ".claude.json", &e)),
                 },
                 Some(FileFact::Unreadable { reason }) => {
-                    plan.diagnostics.push(Diagnostic::warning(format!(
-                        "{home}/.claude.json could not be read ({reason}); it was not staged"
-                    )))
+                    plan.diagnostics
+                        .push(unreadable(home, ".claude.json", reason));
                 }
                 Some(FileFact::Absent) | None => {}
             }
@@ -160,6 +175,58 @@ impl Policy for ShareStaging {
             }
         }
         Ok(plan)
+    }
+}
+
+fn not_valid_json(home: &str, file: &str, error: &serde_json::Error) -> Diagnostic {
+    Diagnostic::warning(format!(
+        "{home}/{file} is not valid JSON ({error}); it was not staged"
+    ))
+}
+
+fn unreadable(home: &str, file: &str, reason: &str) -> Diagnostic {
+    Diagnostic::warning(format!(
+        "{home}/{file} could not be read ({reason}); it was not staged"
+    ))
+}
+
+/// `settings.json` and `settings.local.json`, sanitized, into the seed's `claude/` (S5.4).
+fn stage_settings(plan: &mut PolicyPlan, share: &ShareSettings, facts: &HostFacts) {
+    let home = facts.home.trim_end_matches('/');
+    let mut present = vec![facts.project_dir.clone()];
+    present.extend(
+        share
+            .claude_items()
+            .iter()
+            .map(|item| format!("{home}/.claude/{item}")),
+    );
+    let paths = settings::GuestPaths {
+        home: home.to_owned(),
+        present,
+    };
+    for (host, name) in SETTINGS_FILES {
+        let file = format!(".claude/{name}");
+        match facts.files.get(host) {
+            Some(FileFact::Text { content }) => match settings::sanitize_text(content, &paths) {
+                Ok((clean, removed)) => {
+                    for command in removed {
+                        plan.diagnostics.push(Diagnostic::info(format!(
+                            "{home}/{file}: `{command}` runs a path only the host has; it \
+                             was left out of the guest's copy"
+                        )));
+                    }
+                    plan.seed_files.push(SeedFile {
+                        path: format!("{SEED_CLAUDE_DIR}/{name}"),
+                        source: SeedSource::Inline { content: clean },
+                    });
+                }
+                Err(e) => plan.diagnostics.push(not_valid_json(home, &file, &e)),
+            },
+            Some(FileFact::Unreadable { reason }) => {
+                plan.diagnostics.push(unreadable(home, &file, reason));
+            }
+            Some(FileFact::Absent) | None => {}
+        }
     }
 }
 
@@ -205,7 +272,6 @@ mod tests {
         assert_eq!(
             copied_items(&plan),
             [
-                "/home/alice/.claude/settings.json",
                 "/home/alice/.claude/CLAUDE.md",
                 "/home/alice/.claude/keybindings.json",
                 "/home/alice/.claude/commands",
@@ -219,6 +285,65 @@ mod tests {
                 assert_eq!(drop_names, &[CREDENTIALS_FILE.to_owned()]);
             }
         }
+    }
+
+    fn inline<'a>(plan: &'a PolicyPlan, path: &str) -> Option<&'a str> {
+        plan.seed_files.iter().find_map(|f| match &f.source {
+            SeedSource::Inline { content } if f.path == path => Some(content.as_str()),
+            _ => None,
+        })
+    }
+
+    /// S5.4: both settings files are read by the host and staged through the classifier into
+    /// the guest's `~/.claude`, never copied as they are; an invalid one is left out with a
+    /// warning that names it.
+    #[test]
+    fn settings_files_are_staged_sanitized_and_invalid_ones_warn() {
+        let requirements = ShareStaging
+            .requirements(&input(ShareSettings::default()))
+            .expect("requirements");
+        for (host, _) in SETTINGS_FILES {
+            assert!(requirements.read_files.contains(&host.to_owned()), "{host}");
+        }
+        let mut facts = example_facts(&[]);
+        facts.files.insert(
+            "~/.claude/settings.json".to_owned(),
+            FileFact::Text {
+                content: r#"{"model":"opus","apiKeyHelper":"~/bin/key.sh",
+                    "env":{"GITHUB_TOKEN":"ghp_LEAK","EDITOR":"vim"}}"#
+                    .to_owned(),
+            },
+        );
+        facts.files.insert(
+            "~/.claude/settings.local.json".to_owned(),
+            FileFact::Text {
+                content: "{\"env\":".to_owned(),
+            },
+        );
+        let plan = ShareStaging
+            .plan(&input(ShareSettings::default()), &facts)
+            .expect("plan");
+        let settings = inline(&plan, "claude/settings.json").expect("settings.json staged");
+        let parsed: serde_json::Value = serde_json::from_str(settings).expect("valid JSON");
+        assert_eq!(
+            parsed,
+            serde_json::json!({"model": "opus", "env": {"EDITOR": "vim"}})
+        );
+        assert!(inline(&plan, "claude/settings.local.json").is_none());
+        assert!(
+            plan.diagnostics
+                .iter()
+                .any(|d| d.level == ccvm_plugin_api::DiagnosticLevel::Warning
+                    && d.message
+                        .contains("/home/alice/.claude/settings.local.json is not valid JSON")),
+            "{:?}",
+            plan.diagnostics
+        );
+        assert!(
+            !copied_items(&plan).iter().any(|p| p.contains("settings")),
+            "settings are never copied verbatim: {:?}",
+            copied_items(&plan)
+        );
     }
 
     #[test]
