@@ -31,7 +31,12 @@ done
 /// Boots with a setuid-root copy of the host's `id` installed by the guest agent (no
 /// configuration can do that, so the test adds it to the seed).
 fn privilege_session(config: &str) -> Option<Session> {
-    let world = vm::stub_world(config, |_| {})?;
+    // Staging copies only from the home (S5.3), so the host's `id` is put there first.
+    let world = vm::stub_world(config, |world| {
+        std::fs::create_dir_all(world.home().join("tools")).expect("mkdir");
+        std::fs::copy("/usr/bin/id", world.home().join("tools/id")).expect("copy id");
+    })?;
+    let id = world.home().join("tools/id").display().to_string();
     Some(boot::boot_session(
         &world,
         "microvm",
@@ -40,7 +45,7 @@ fn privilege_session(config: &str) -> Option<Session> {
             files.push(SeedFile {
                 path: "test/suid-id".to_owned(),
                 source: SeedSource::CopyFromHost {
-                    host_path: "/usr/bin/id".to_owned(),
+                    host_path: id,
                     drop_names: Vec::new(),
                 },
             });
