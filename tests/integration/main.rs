@@ -16,3 +16,4 @@ mod image;
 mod plan;
 mod plugins;
 mod session;
+mod terminal;
