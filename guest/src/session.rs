@@ -254,8 +254,22 @@ pub fn approval_suffix(key: &OsStr) -> Result<String, ApprovalError> {
         .map_err(|_| ApprovalError::NotUtf8)
 }
 
-/// `config` (a `~/.claude.json` object) with `suffix` in `customApiKeyResponses.approved`
-/// and not in `rejected`; every other key is kept as it was.
+/// The array at `object[name]`, made an empty one when it is missing or not an array.
+fn array_at<'a>(
+    object: &'a mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> &'a mut Vec<serde_json::Value> {
+    let entry = object
+        .entry(name)
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if !entry.is_array() {
+        *entry = serde_json::Value::Array(Vec::new());
+    }
+    entry.as_array_mut().expect("made an array just above")
+}
+
+/// `config` (a `~/.claude.json` object) with `suffix` once in
+/// `customApiKeyResponses.approved` and not in `rejected`; every other key is kept.
 pub fn approve_suffix(
     mut config: serde_json::Map<String, serde_json::Value>,
     suffix: &str,
@@ -270,21 +284,9 @@ pub fn approve_suffix(
     let responses = responses
         .as_object_mut()
         .expect("made an object just above");
-    let list = |responses: &mut serde_json::Map<String, Value>, name: &str| {
-        let entry = responses
-            .entry(name)
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if !entry.is_array() {
-            *entry = Value::Array(Vec::new());
-        }
-        entry
-            .as_array_mut()
-            .expect("made an array just above")
-            .retain(|v| v.as_str() != Some(suffix));
-    };
-    list(responses, "rejected");
-    list(responses, "approved");
-    if let Some(Value::Array(approved)) = responses.get_mut("approved") {
+    array_at(responses, "rejected").retain(|v| v.as_str() != Some(suffix));
+    let approved = array_at(responses, "approved");
+    if !approved.iter().any(|v| v.as_str() == Some(suffix)) {
         approved.push(Value::String(suffix.to_owned()));
     }
     config
