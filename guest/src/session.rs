@@ -220,6 +220,8 @@ pub enum ApprovalError {
     TooShort(usize),
     #[error("the key is not valid UTF-8")]
     NotUtf8,
+    #[error("the key's last {APPROVAL_SUFFIX_LEN} characters start inside a character")]
+    SplitCharacter,
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -251,7 +253,7 @@ pub fn approval_suffix(key: &OsStr) -> Result<String, ApprovalError> {
     // A suffix that starts inside a surrogate pair has no UTF-8 form; it cannot be written
     // the way Claude Code would compare it.
     String::from_utf16(&units[units.len() - APPROVAL_SUFFIX_LEN..])
-        .map_err(|_| ApprovalError::NotUtf8)
+        .map_err(|_| ApprovalError::SplitCharacter)
 }
 
 /// The array at `object[name]`, made an empty one when it is missing or not an array.
@@ -702,7 +704,7 @@ mod tests {
         let key = format!("sk-ant-{}{}", "\u{1F600}", "x".repeat(19));
         assert!(matches!(
             approval_suffix(OsStr::new(&key)),
-            Err(ApprovalError::NotUtf8)
+            Err(ApprovalError::SplitCharacter)
         ));
     }
 

@@ -450,11 +450,18 @@ fn shell_with_term_xterm_ghostty_falls_back_and_runs_vim_and_less_and_sees_resiz
 }
 
 #[test]
-fn shell_with_term_wezterm_falls_back_to_a_working_line_editor() {
+fn shell_with_term_wezterm_falls_back_and_the_guest_approved_only_the_key_suffix() {
     let Some(world) = shell_world() else { return };
     let tmux = Tmux::start(&world, Some("wezterm"), &["--shell"]);
     tmux.shell("echo ready-$((6 * 7))", "ready-42", SHELL_LIMIT);
     assert_line_editor_works(&tmux);
+    // The guest's ~/.claude.json lists the key's last 20 characters, never the key (S6.1).
+    tmux.shell(
+        "echo \"approved=$(jq -r '.customApiKeyResponses.approved[0]' ~/.claude.json) \
+         whole=$(grep -c terminal-test ~/.claude.json)\"",
+        &format!("approved={} whole=0", &FAKE_KEY[FAKE_KEY.len() - 20..]),
+        REACTION_LIMIT,
+    );
     tmux.shell(
         "echo \"term=$TERM cols=$(tput cols)\"",
         &format!("term=xterm-256color cols={COLS}"),
