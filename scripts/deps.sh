@@ -10,6 +10,8 @@ packages=(
     build-essential git xz-utils
     # the session: hypervisors and the ssh client
     qemu-system-x86 qemu-system-arm openssh-client
+    # the terminal tests drive ccvm in tmux
+    tmux
     # the image builder
     mmdebstrap squashfs-tools-ng
     # building the Rust virtiofsd (virtio-fs shares)

@@ -303,6 +303,10 @@ fn prepare_session(manifest: &SeedManifest) -> Result<(), String> {
         },
     )?;
     write("project_dir", manifest.project_dir.as_bytes())?;
+    write(
+        crate::session::API_KEY_VARIABLE_FILE,
+        manifest.api_key_variable.as_bytes(),
+    )?;
     let fifo = Path::new(DONE_FIFO);
     nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| format!("cannot create {DONE_FIFO}: {e}"))?;

@@ -18,3 +18,4 @@ mod passthrough;
 mod plan;
 mod plugins;
 mod session;
+mod terminal;

@@ -261,15 +261,8 @@ fn claude_gets_the_argv_verbatim_the_api_key_and_returns_its_status() {
 
 #[test]
 fn version_is_passed_through_to_the_real_claude_code_in_the_vm() {
-    let image = match vm::real_image() {
-        Ok(image) => image,
-        Err(reason) => {
-            if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
-                panic!("the real-image test is required but cannot run: {reason}");
-            }
-            eprintln!("skipped: {reason}");
-            return;
-        }
+    let Some(image) = vm::real_image_or_skip() else {
+        return;
     };
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(image.join("manifest.json")).expect("manifest"))

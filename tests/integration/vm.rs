@@ -117,6 +117,22 @@ pub fn real_image() -> Result<PathBuf, String> {
     }
 }
 
+/// [`real_image`], or `None` after printing why not. A missing real image fails the test
+/// under `CCVM_REQUIRE_REAL_IMAGE=1` (`.ci/run` builds it), and only then: the README's test
+/// command does not build it.
+pub fn real_image_or_skip() -> Option<PathBuf> {
+    match real_image() {
+        Ok(image) => Some(image),
+        Err(reason) => {
+            if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
+                panic!("the real-image test is required but cannot run: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            None
+        }
+    }
+}
+
 /// A VM world booting the stub image under TCG with `config` appended to its config file;
 /// `populate` fills its home and project before they are handed to the test user. `None`
 /// (after printing why) when VM tests cannot run here.
