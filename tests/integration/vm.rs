@@ -237,21 +237,6 @@ pub fn output_within(mut child: Child, limit: Duration) -> (Output, bool) {
     (output, in_time)
 }
 
-/// The real image, or `None` after printing why it cannot be used (a failure instead under
-/// `CCVM_REQUIRE_REAL_IMAGE=1`).
-pub fn real_image_or_skip() -> Option<PathBuf> {
-    match real_image() {
-        Ok(image) => Some(image),
-        Err(reason) => {
-            if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
-                panic!("the real-image test is required but cannot run: {reason}");
-            }
-            eprintln!("skipped: {reason}");
-            None
-        }
-    }
-}
-
 /// The real Claude Code binary of the real image, extracted once per image into `target/`
 /// (`rdsquashfs`, from squashfs-tools-ng), for host-side checks of its behaviour. `None`
 /// after printing why (a failure under `CCVM_REQUIRE_REAL_IMAGE=1`).
