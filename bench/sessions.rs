@@ -10,13 +10,6 @@
 //! once) through the real `ccvm` binary, which reports its phases with `CCVM_TIMINGS`. As in the
 //! VM tests, `ccvm` runs as `nobody` when this runs as root.
 
-#[path = "../tests/integration/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../tests/integration/vm.rs"]
-#[allow(dead_code)]
-mod vm;
-
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -28,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use harness::World;
+use ccvm_test_support::vm;
+use ccvm_test_support::world::World;
 
 /// Longest any single session may take before the benchmark gives up on it.
 const SESSION_LIMIT: Duration = Duration::from_secs(600);
@@ -663,30 +657,30 @@ fn prepare_once(world: &World) -> [f64; 4] {
             .iter()
             .map(|(k, v)| (k.as_str(), v.to_str().expect("UTF-8 test paths"))),
     );
-    let flags = ccvm::args::Flags::default();
+    let flags = ccvm::config::FlagLayer::default();
     let cwd = std::env::current_dir().expect("cwd");
     std::env::set_current_dir(world.path("project")).expect("cd project");
     let started = Instant::now();
     let config = ccvm::config::load(&env, &flags).expect("config");
     let registry = ccvm::plugins::Registry::discover(&ccvm::plugins::search_dirs(&config, &env))
         .expect("plugins");
-    let plan =
-        ccvm::planner::plan(&config, &registry, &env, &[], ccvm::accel::probe).expect("plan");
+    let plan = ccvm::plan::plan_here(&config, &registry, &env, &[]).expect("plan");
     let planned = started.elapsed().as_secs_f64();
-    let run_dir = PathBuf::from(&plan.run_dir);
-    ccvm::dirs::create_run_dir(&run_dir).expect("run dir");
+    let run_dir = plan.run_dir().to_owned();
+    ccvm::host::dirs::create_run_dir(&run_dir).expect("run dir");
     let seed_dir = Path::new(&plan.seed.dir);
     let started = Instant::now();
-    let rules = ccvm::seed::link_rules(
+    let rules = ccvm::launch::seed::link_rules(
         Path::new(&plan.seed.manifest.user.home),
         &plan.seed.files,
         &plan.host_reads,
     );
-    ccvm::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files, &rules).expect("seed");
+    ccvm::launch::seed::write(seed_dir, &plan.seed.manifest, &[], &plan.seed.files, &rules)
+        .expect("seed");
     let seeded = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let ssh_keygen = which::which("ssh-keygen").expect("ssh-keygen");
-    ccvm::seed::generate_keys(&ssh_keygen, &run_dir, seed_dir).expect("keys");
+    ccvm::launch::seed::generate_keys(&ssh_keygen, &run_dir, seed_dir).expect("keys");
     let keys = started.elapsed().as_secs_f64();
     let staged = count_files(&seed_dir.join("claude"));
     fs::remove_dir_all(&run_dir).expect("clean the run dir");

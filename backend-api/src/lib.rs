@@ -33,11 +33,19 @@
 
 #[cfg(feature = "abi")]
 pub mod abi;
-pub mod seed;
 pub mod testing;
 mod wire;
 
 pub use wire::*;
+
+/// The whole guest contract (kernel command-line keys, markers, guest paths, modules).
+pub use ccvm_guest_protocol as guest;
+/// The host↔guest contract the plans are made of (setup steps, shares, network, the seed),
+/// re-exported so a plugin depends on this crate alone.
+pub use ccvm_guest_protocol::{
+    AllowRule, FirewallRules, GuestOwner, NetworkAttachment, PlannedShare, SetupStep,
+    ShareTransport, seed,
+};
 
 /// Re-exported so plugins can read their `settings` without depending on it themselves.
 pub use serde_json;

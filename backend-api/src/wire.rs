@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ccvm_guest_protocol::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
 use serde::{Deserialize, Serialize};
 
 /// What kind of plugin a library is.
@@ -48,24 +49,6 @@ impl std::fmt::Display for Acceleration {
         f.write_str(match self {
             Acceleration::Kvm => "kvm",
             Acceleration::Tcg => "tcg",
-        })
-    }
-}
-
-/// How a host directory reaches the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ShareTransport {
-    #[serde(rename = "9p")]
-    NineP,
-    #[serde(rename = "virtio-fs")]
-    VirtioFs,
-}
-
-impl std::fmt::Display for ShareTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ShareTransport::NineP => "9p",
-            ShareTransport::VirtioFs => "virtio-fs",
         })
     }
 }
@@ -295,33 +278,6 @@ pub enum ControlEndpoint {
     VsockUnix { socket: String, port: u32 },
 }
 
-/// A share as the backend attached it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedShare {
-    pub tag: String,
-    pub host_path: String,
-    pub guest_path: String,
-    pub read_only: bool,
-    pub transport: ShareTransport,
-}
-
-/// The guest's network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum NetworkAttachment {
-    /// QEMU user-mode networking (slirp): NAT, gateway `10.0.2.2` = host loopback.
-    UserMode {
-        guest_cidr: String,
-        gateway: String,
-        dns: String,
-        /// The guest's own address with prefix (`10.0.2.15/24`).
-        #[serde(default)]
-        guest_address: String,
-    },
-    /// No network device.
-    None,
-}
-
 /// A backend's answer: everything needed to start the machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendPlan {
@@ -408,25 +364,7 @@ impl RemoteForward {
     /// Checks that `address` is a loopback `host:port` or an absolute socket path made of
     /// plain characters, so it can be written into ssh and sshd configuration as it is.
     pub fn check_address(address: &str) -> Result<(), String> {
-        let plain = !address.is_empty()
-            && address
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/:[]".contains(c));
-        if !plain {
-            return Err(format!(
-                "`{address}` may only contain letters, digits and . _ - / : [ ]"
-            ));
-        }
-        if address.starts_with('/') {
-            return Ok(());
-        }
-        let port = address.rsplit_once(':').map(|(_, port)| port);
-        match port.and_then(|p| p.parse::<u16>().ok()) {
-            Some(p) if p > 0 => Ok(()),
-            _ => Err(format!(
-                "`{address}` is neither an absolute socket path nor HOST:PORT"
-            )),
-        }
+        ccvm_guest_protocol::setup::check_forward_address(address)
     }
 }
 
@@ -452,61 +390,6 @@ pub enum SeedSource {
         #[serde(default)]
         drop_names: Vec<String>,
     },
-}
-
-/// A step the guest agent performs as root before sshd starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "kebab-case")]
-pub enum SetupStep {
-    /// Copy a seed directory into the agent's fresh tmpfs `~/.claude`.
-    ClaudeHome { seed_dir: String },
-    /// Install a seed file at a guest path; a `guest_path` starting with `~/` is relative to
-    /// the agent's home directory.
-    InstallFile {
-        seed_path: String,
-        guest_path: String,
-        owner: GuestOwner,
-        mode: u32,
-    },
-    /// Default-deny egress filter (S7.2).
-    Firewall(FirewallRules),
-    /// Pinned name → address entries for a root-owned `/etc/hosts`.
-    HostsPins { pins: Vec<(String, IpAddr)> },
-    /// Whether the agent gets passwordless sudo.
-    AgentSudo { allowed: bool },
-    /// sshd permits exactly one reverse forward, listening at `listen` in the guest; without
-    /// this step it permits no forwarding at all (S10.4). ccvm adds it from a policy's
-    /// [`PolicyPlan::remote_forward`], at most one per session.
-    SshdPermitListen { listen: String },
-}
-
-/// Who owns an installed file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GuestOwner {
-    Root,
-    Agent,
-}
-
-/// The egress filter as data: everything not listed is dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FirewallRules {
-    /// TCP destinations the guest may reach.
-    pub allow: Vec<AllowRule>,
-    /// The only resolver DNS (UDP/TCP 53) may go to; `None` = no DNS at all.
-    #[serde(default)]
-    pub dns_server: Option<String>,
-}
-
-/// One allowed TCP destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllowRule {
-    /// An address or CIDR (`203.0.113.7`, `10.0.0.0/8`, `2001:db8::/32`).
-    pub destination: String,
-    pub tcp_ports: Vec<u16>,
-    /// The name the user wrote, when the address came from resolving it.
-    #[serde(default)]
-    pub from_name: Option<String>,
 }
 
 /// One `-o Key=Value` for the ssh client.

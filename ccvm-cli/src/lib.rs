@@ -1,38 +1,31 @@
 //! `ccvm`: a drop-in replacement for the `claude` command that runs Claude Code in an
 //! ephemeral micro-VM.
 //!
-//! This crate is the host side: it splits ccvm's flags from claude's argv ([`args`]), layers
-//! the configuration ([`config`]), finds and loads plugins ([`plugins`]), chooses the
-//! acceleration ([`accel`]), gathers host facts for the plugins ([`host`]) and assembles the
-//! launch plan ([`planner`]). It never lets a plugin touch the host, and it never passes the
-//! user's API key anywhere but the ssh session's environment.
+//! This crate is the host side, arranged by the phases of a run: [`cli`] splits ccvm's flags
+//! from claude's argv, [`config`] layers the configuration, [`plugins`] finds and loads the
+//! backends and policies, [`host`] gathers the host facts they ask for (and guards the host
+//! boundary), [`plan`] turns all of it into a [`plan::LaunchPlan`] of plain data, and
+//! [`launch`] — the only part with side effects — carries the plan out; [`doctor`] checks the
+//! host. It never lets a plugin touch the host, and it never passes the user's API key
+//! anywhere but the ssh session's environment.
 
-// One audited exception: `machine::die_with_parent` (a pre-exec prctl).
+// One audited exception: `launch::machine::die_with_parent` (a pre-exec prctl).
 #![deny(unsafe_code)]
 
-pub mod accel;
-pub mod args;
-pub mod boundary;
+pub mod cli;
 pub mod config;
-pub mod dirs;
 pub mod doctor;
 pub mod error;
-pub mod help;
 pub mod host;
-pub mod image;
 pub mod launch;
-pub mod machine;
-pub mod planner;
+pub mod plan;
 pub mod plugins;
-pub mod reach;
-pub mod seed;
-pub mod vsock;
-pub mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
 
-use crate::args::Action;
+use crate::cli::Action;
+use crate::cli::image::ImageCommand;
 use crate::config::Env;
 use crate::error::Error;
 
@@ -61,11 +54,11 @@ fn print(text: &str) -> Result<u8, Error> {
 }
 
 fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
-    let invocation = args::parse(args)?;
+    let invocation = cli::parse(args)?;
     match invocation.action {
-        Action::Help => print(&help::text()),
+        Action::Help => print(&cli::help::text()),
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
-        Action::VsockProxy { socket, port } => vsock::proxy(&socket, port),
+        Action::VsockProxy { socket, port } => launch::vsock::proxy(&socket, port),
         Action::Reap(dir) => Ok(launch::reap(&dir)),
         Action::Doctor => {
             let config = config::load(env, &invocation.flags)?;
@@ -73,10 +66,16 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
             print(&text)?;
             Ok(if ready { 0 } else { 1 })
         }
-        Action::Image(words) => match image::parse_command(&words)? {
-            image::ImageCommand::Build(options) => image::build(&options, env).map(|_| 0),
-            image::ImageCommand::List => print(&image::list(env)?),
-            image::ImageCommand::Remove(name) => print(&image::remove(env, &name)?),
+        Action::Image(words) => match cli::image::parse(&words)? {
+            ImageCommand::Build(options) => {
+                let host = host::images::build_host(env, options.stub)?;
+                ccvm_image::build(&options, &host)?;
+                Ok(0)
+            }
+            ImageCommand::List => print(&ccvm_image::list(&host::images::images_dir(env)?)?),
+            ImageCommand::Remove(name) => {
+                print(&ccvm_image::remove(&host::images::images_dir(env)?, &name)?)
+            }
         },
         Action::Plugins => {
             let config = config::load(env, &invocation.flags)?;
@@ -87,31 +86,27 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Plan => {
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
-            let plan = planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
+            let plan = plan::plan_here(&config, &registry, env, &invocation.forwarded)?;
             print_warnings(&plan);
-            let json = serde_json::to_string_pretty(&plan).map_err(|e| Error::Host {
-                message: format!("cannot encode the plan: {e}"),
-                hint: None,
-            })?;
+            let json = serde_json::to_string_pretty(&plan).expect("a plan always serializes");
             print(&(json + "\n"))
         }
         Action::Run => {
-            refuse_root()?;
+            host::refuse_root()?;
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
-            let mut plan =
-                planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
+            let mut plan = plan::plan_here(&config, &registry, env, &invocation.forwarded)?;
             if !plan.image.present {
                 build_missing_image(&plan, env)?;
-                plan = planner::plan(&config, &registry, env, &invocation.forwarded, accel::probe)?;
+                plan = plan::plan_here(&config, &registry, env, &invocation.forwarded)?;
             }
             print_warnings(&plan);
-            launch::run(&plan, &invocation.forwarded, env)
+            launch::run(&plan)
         }
     }
 }
 
-fn print_warnings(plan: &planner::LaunchPlan) {
+fn print_warnings(plan: &plan::LaunchPlan) {
     for diagnostic in &plan.diagnostics {
         if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Warning {
             eprintln!("ccvm: warning: {}", diagnostic.message);
@@ -119,38 +114,13 @@ fn print_warnings(plan: &planner::LaunchPlan) {
     }
 }
 
-/// S11.3: as root, the agent would be root in the guest and the project share would let it
-/// create root-owned or setuid files on the host. There is deliberately no override.
-pub(crate) fn refuse_root() -> Result<(), Error> {
-    if nix::unistd::getuid().is_root() {
-        return Err(Error::Host {
-            message: "ccvm refuses to run as root: the agent would be root in the VM, and the \
-                      project share would let it create root-owned or setuid files on the host"
-                .to_owned(),
-            hint: Some(
-                "run ccvm as an unprivileged user who owns the project (e.g. \
-                 `useradd -m dev && chown -R dev <project> && su - dev`)"
-                    .to_owned(),
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// First run: the image is missing, so build it (S10.3), saying what and how long.
-fn build_missing_image(plan: &planner::LaunchPlan, env: &Env) -> Result<(), Error> {
-    let guest_arch = &plan.capabilities.guest_arch;
-    if guest_arch != "host" && guest_arch != std::env::consts::ARCH {
-        return Err(Error::Host {
-            message: format!(
-                "the guest image `{}` for {guest_arch} is missing ({}), and this {} host cannot build it",
-                plan.image.name,
-                plan.image.dir,
-                std::env::consts::ARCH
-            ),
-            hint: Some(format!(
-                "build it on a {guest_arch} machine with `ccvm --ccvm-image build`"
-            )),
+fn build_missing_image(plan: &plan::LaunchPlan, env: &Env) -> Result<(), Error> {
+    if plan.image.arch != std::env::consts::ARCH {
+        return Err(Error::ForeignImage {
+            name: plan.image.name.clone(),
+            dir: plan.image.dir.clone().into(),
+            arch: plan.image.arch.clone(),
         });
     }
     eprintln!(
@@ -158,9 +128,10 @@ fn build_missing_image(plan: &planner::LaunchPlan, env: &Env) -> Result<(), Erro
          plus the Claude Code download)",
         plan.image.name
     );
-    let options = image::BuildOptions {
+    let options = ccvm_image::BuildOptions {
         name: plan.image.name.clone(),
-        ..image::BuildOptions::default()
+        ..ccvm_image::BuildOptions::default()
     };
-    image::build(&options, env).map(|_| ())
+    ccvm_image::build(&options, &host::images::build_host(env, false)?)?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use ccvm_plugin_api::FirewallRules;
+use ccvm_guest_protocol::FirewallRules;
 
 /// `nft` in the image.
 const NFT: &str = "/usr/sbin/nft";
@@ -58,7 +58,10 @@ pub fn ruleset(rules: &FirewallRules) -> String {
 /// console (S7.2: fail closed), keeping loopback and the ssh session alive for `--shell`.
 pub fn install_or_close(rules: &FirewallRules, gateway: Option<&str>) {
     let Err(why) = install(rules) else { return };
-    eprintln!("ccvm-guest: EGRESS FILTER FAILED: {why}");
+    eprintln!(
+        "ccvm-guest: {}: {why}",
+        ccvm_guest_protocol::markers::EGRESS_FILTER_FAILED
+    );
     // Everything dropped but loopback and established connections.
     if install(&FirewallRules::default()).is_ok() {
         eprintln!("ccvm-guest: egress is closed completely instead (fail-closed)");
@@ -108,7 +111,7 @@ pub fn install(rules: &FirewallRules) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use ccvm_plugin_api::AllowRule;
+    use ccvm_guest_protocol::AllowRule;
 
     use super::*;
 

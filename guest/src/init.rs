@@ -12,17 +12,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ccvm_plugin_api::seed::{
-    ARGV_FILE, INIT_MARKER, MANIFEST_FILE, READY_MARKER, SEED_GUEST_DIR as SEED_DIR, SEED_TAG,
-    SEED_VERSION, SSHD_MARKER, SeedManifest, SessionMode,
-};
-use ccvm_plugin_api::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
+use ccvm_guest_protocol::cmdline::{GuestParams, VirtioTransport};
+use ccvm_guest_protocol::paths::{DONE_FIFO, SEED_DIR, SEED_TAG, SESSION_DIR, SSHD_CONFIG};
+use ccvm_guest_protocol::seed::{ARGV_FILE, MANIFEST_FILE};
+use ccvm_guest_protocol::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
+use ccvm_guest_protocol::{SeedManifest, SessionMode, markers};
 use nix::mount::{MsFlags, mount};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::session::{DONE_FIFO, SESSION_DIR};
-use crate::{cmdline, modules, setup};
+use crate::{modules, setup};
 
 /// How long to wait for the root disk and for sshd.
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,7 +47,7 @@ fn power_off() -> ! {
 }
 
 fn fatal(message: &str) -> ! {
-    log(&format!("fatal: {message}"));
+    eprintln!("{} {message}", markers::FATAL);
     power_off()
 }
 
@@ -97,14 +96,12 @@ fn wait_for(path: &str) -> Result<(), String> {
 }
 
 /// Initramfs → overlay root: tmpfs upper over the read-only image, then switch into it.
-fn switch_root(virtio: &str) -> Result<(), String> {
+fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
     let initramfs_modules = modules::module_dir(Path::new("/"));
-    let transport = if virtio == "mmio" {
-        "virtio_mmio"
-    } else {
-        "virtio_pci"
-    };
-    modules::load(&initramfs_modules, &[transport, "virtio_blk"])?;
+    modules::load(
+        &initramfs_modules,
+        &ccvm_guest_protocol::modules::root_disk(virtio),
+    )?;
     wait_for("/dev/vda")?;
     let fstype = root_fstype("/dev/vda")?;
     modules::load(&initramfs_modules, &[fstype, "overlay"])?;
@@ -331,16 +328,12 @@ fn wait_listening(port: u16) -> Result<(), String> {
 
 fn boot() -> Result<u32, String> {
     mount_fs("proc", "/proc", "proc", MsFlags::empty(), None)?;
-    mark(INIT_MARKER);
+    mark(markers::INIT);
     mount_fs("sysfs", "/sys", "sysfs", MsFlags::empty(), None)?;
     mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
-    let words = cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let virtio = words.get("virtio").map(String::as_str).unwrap_or("pci");
-    let transport = match words.get("shares").map(String::as_str) {
-        Some("virtio-fs") => ShareTransport::VirtioFs,
-        _ => ShareTransport::NineP,
-    };
-    switch_root(virtio)?;
+    let params = GuestParams::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let transport = params.shares;
+    switch_root(params.virtio)?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount_fs("tmpfs", "/run", "tmpfs", nosuid, Some("mode=0755"))?;
@@ -355,25 +348,18 @@ fn boot() -> Result<u32, String> {
     mount_fs("tmpfs", "/dev/shm", "tmpfs", nosuid, Some("mode=1777"))?;
 
     let root_modules = modules::module_dir(Path::new("/"));
-    let share_modules: &[&str] = match transport {
-        ShareTransport::NineP => &["9pnet_virtio", "9p"],
-        ShareTransport::VirtioFs => &["virtiofs"],
-    };
-    modules::load(&root_modules, share_modules)?;
-    modules::load(&root_modules, &["virtio_net", "virtio_rng"])?;
+    modules::load(
+        &root_modules,
+        ccvm_guest_protocol::modules::shares(transport),
+    )?;
+    modules::load(&root_modules, &ccvm_guest_protocol::modules::DEVICES)?;
 
     share_mount(transport, SEED_TAG, SEED_DIR, true)?;
-    let manifest: SeedManifest = serde_json::from_slice(
+    let manifest = SeedManifest::parse(
         &fs::read(Path::new(SEED_DIR).join(MANIFEST_FILE))
             .map_err(|e| format!("cannot read the seed manifest: {e}"))?,
     )
-    .map_err(|e| format!("the seed manifest is malformed: {e}"))?;
-    if manifest.version != SEED_VERSION {
-        return Err(format!(
-            "seed version {} is not {SEED_VERSION}; rebuild the image",
-            manifest.version
-        ));
-    }
+    .map_err(|e| e.to_string())?;
 
     let root = Path::new("/");
     let seed = Path::new(SEED_DIR);
@@ -432,14 +418,14 @@ fn boot() -> Result<u32, String> {
         root_nosuid()?;
     }
 
-    mark(SSHD_MARKER);
+    mark(markers::SSHD);
     let sshd = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f", &format!("/{}", setup::SSHD_CONFIG)])
+        .args(["-D", "-e", "-f", &format!("/{SSHD_CONFIG}")])
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start sshd: {e}"))?;
     wait_listening(manifest.guest_ssh_port)?;
-    log(READY_MARKER.trim_start_matches("ccvm-guest: "));
+    eprintln!("{}", markers::READY);
     Ok(sshd.id())
 }
 

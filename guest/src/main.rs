@@ -7,7 +7,6 @@
 //!
 //! It must never take a command from the ssh client: the seed is the only source of argv.
 
-mod cmdline;
 mod firewall;
 mod init;
 mod modules;

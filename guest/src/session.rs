@@ -16,19 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use ccvm_plugin_api::seed::SessionMode;
+use ccvm_guest_protocol::SessionMode;
+use ccvm_guest_protocol::paths::{AGENT_SHELL, DONE_FIFO, SESSION_DIR};
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, killpg, pthread_sigmask, sigaction,
 };
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
-use crate::setup::AGENT_SHELL;
-
-/// Where PID 1 leaves what the session needs (root-owned, world-readable).
-pub const SESSION_DIR: &str = "/run/ccvm/session";
-/// The FIFO PID 1 listens on; the session writes its exit status there.
-pub const DONE_FIFO: &str = "/run/ccvm/session-done";
 /// The file in [`SESSION_DIR`] naming the environment variable that carries the API key.
 pub const API_KEY_VARIABLE_FILE: &str = "api_key_variable";
 

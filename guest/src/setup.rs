@@ -7,19 +7,11 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 
-use ccvm_plugin_api::seed::{
-    AUTHORIZED_KEYS_FILE, CONTEXT_FILE, GuestUser, HOST_KEY_FILE, SeedManifest,
+use ccvm_guest_protocol::paths::{
+    AGENT_SHELL, GUEST_AGENT, SSHD_AUTHORIZED_KEYS, SSHD_CONFIG, SSHD_HOST_KEY,
 };
-use ccvm_plugin_api::{GuestOwner, SetupStep};
-
-/// Where sshd's per-run files go (root-owned).
-pub const SSHD_CONFIG: &str = "etc/ssh/ccvm_sshd_config";
-pub const SSHD_HOST_KEY: &str = "etc/ssh/ccvm_host_ed25519";
-pub const SSHD_AUTHORIZED_KEYS: &str = "etc/ssh/ccvm_authorized_keys";
-/// Where the forced command lives in the image.
-pub const GUEST_AGENT: &str = "/usr/local/bin/ccvm-guest";
-/// The agent's login shell.
-pub const AGENT_SHELL: &str = "/bin/bash";
+use ccvm_guest_protocol::seed::{AUTHORIZED_KEYS_FILE, CONTEXT_FILE, HOST_KEY_FILE};
+use ccvm_guest_protocol::{GuestOwner, GuestUser, SeedManifest, SetupStep};
 
 /// A setup failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +137,7 @@ fn permitted_listen(manifest: &SeedManifest) -> Result<Option<&str>> {
         });
     }
     if let Some(listen) = first {
-        ccvm_plugin_api::RemoteForward::check_address(listen).map_err(|detail| SetupError {
+        ccvm_guest_protocol::setup::check_forward_address(listen).map_err(|detail| SetupError {
             what: "configuring sshd forwarding".to_owned(),
             detail,
         })?;
@@ -426,8 +418,8 @@ pub fn apply_steps<'a>(
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
-    use ccvm_plugin_api::NetworkAttachment;
-    use ccvm_plugin_api::seed::{SEED_VERSION, SessionMode};
+    use ccvm_guest_protocol::NetworkAttachment;
+    use ccvm_guest_protocol::seed::{SEED_VERSION, SessionMode};
 
     use super::*;
 

@@ -2,7 +2,7 @@
 
 use std::os::unix::ffi::OsStringExt;
 
-use crate::harness::World;
+use ccvm_test_support::world::World;
 
 #[test]
 fn version_prints_name_and_version_and_creates_no_file() {
@@ -91,7 +91,10 @@ fn plan_boots_nothing_and_writes_nothing() {
     let world = World::new();
     let before = world.tree();
     let out = world.ccvm().arg("--ccvm-plan").run().expect_code(0);
-    let run_dir = out.json()["run_dir"].as_str().expect("run_dir").to_owned();
+    let run_dir = out.json()["vm"]["run_dir"]
+        .as_str()
+        .expect("run_dir")
+        .to_owned();
     assert!(
         run_dir.starts_with(&world.path("runtime").display().to_string()),
         "{run_dir}"
@@ -429,7 +432,7 @@ fn without_a_runtime_dir_the_run_directory_is_random_and_fresh() {
             .env("TMPDIR", &tmp)
             .run()
             .expect_code(0)
-            .json()["run_dir"]
+            .json()["vm"]["run_dir"]
             .as_str()
             .expect("run_dir")
             .to_owned()

@@ -1,7 +1,7 @@
 //! Configuration errors through the real binary (S2.1, S1.4): exit 2, one error line that
 //! names the file or variable, the key and the expected type, plus a hint.
 
-use crate::harness::World;
+use ccvm_test_support::world::World;
 
 #[test]
 fn wrong_type_in_config_file_names_file_key_and_type() {

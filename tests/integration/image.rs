@@ -1,6 +1,6 @@
 //! `--ccvm-image`: errors, listing and removal without building anything.
 
-use crate::harness::World;
+use ccvm_test_support::world::World;
 
 #[test]
 fn image_without_an_action_or_with_a_bad_option_is_a_usage_error() {

@@ -2,8 +2,8 @@
 //! flag list comes from the `--help` of the Claude Code binary in the built image, so a
 //! future Claude Code flag that collides with one of ccvm's is caught here.
 
-use crate::harness::World;
-use crate::vm;
+use ccvm_test_support::vm;
+use ccvm_test_support::world::World;
 
 /// Every option spelling in a commander-style `--help` (`-c, --continue`,
 /// `--allowedTools, --allowed-tools <tools...>`), and every subcommand name.

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::harness::World;
+use ccvm_test_support::world::World;
 
 fn args_of(plan: &serde_json::Value) -> Vec<String> {
     plan["machine"]["hypervisor"]["args"]
@@ -160,10 +160,7 @@ fn read_only_mode_exports_the_project_read_only() {
         "{fsdev:?}"
     );
     assert!(
-        plan["claude_md_append"]
-            .as_str()
-            .expect("text")
-            .contains("discarded when the session ends")
+        ccvm_test_support::world::plan_context(&plan).contains("discarded when the session ends")
     );
 }
 
@@ -187,7 +184,7 @@ fn persistence_and_scratch_disk_add_a_share_a_disk_and_say_so() {
             .any(|s| s["host_path"] == projects.as_str())
     );
     assert_eq!(plan["vm"]["scratch_disk"]["size_gib"], 8);
-    let text = plan["claude_md_append"].as_str().expect("text");
+    let text = ccvm_test_support::world::plan_context(&plan);
     assert!(
         text.contains("persist across sessions") && text.contains("/scratch is an encrypted 8 GiB"),
         "{text}"
@@ -349,12 +346,17 @@ fn settings_files_are_staged_without_their_secrets() {
 }
 
 fn firewall_of(plan: &serde_json::Value) -> &serde_json::Value {
-    plan["setup_steps"]
+    ccvm_test_support::world::plan_steps(plan)
         .as_array()
         .expect("steps")
         .iter()
         .find(|s| s["step"] == "firewall")
-        .unwrap_or_else(|| panic!("no firewall step: {}", plan["setup_steps"]))
+        .unwrap_or_else(|| {
+            panic!(
+                "no firewall step: {}",
+                ccvm_test_support::world::plan_steps(plan)
+            )
+        })
 }
 
 /// S7.2: an allowlist of addresses boots without any name resolving (here
@@ -390,7 +392,7 @@ fn an_address_allowlist_plans_without_dns_and_warns_about_the_host_gateway() {
         "{}",
         out.stderr
     );
-    let header = plan["claude_md_append"].as_str().expect("header");
+    let header = ccvm_test_support::world::plan_context(&plan);
     assert!(
         header.contains("no DNS in this VM") || header.contains("No name resolves"),
         "{header}"
@@ -415,7 +417,7 @@ fn virtiofsd_args(plan: &serde_json::Value) -> Vec<String> {
 fn virtiofsd_uses_its_namespace_sandbox_and_says_why_when_it_cannot() {
     let world = World::new();
     world.config("share_transport = \"virtio-fs\"\n");
-    let run = |ccvm: crate::harness::Ccvm| {
+    let run = |ccvm: ccvm_test_support::world::Ccvm| {
         ccvm.args(["--ccvm-plan", "--backend", "q35"])
             .env("CCVM_ACCEL", "tcg")
     };

@@ -7,7 +7,7 @@ use ccvm::plugins::{Registry, SearchDir, Source};
 use ccvm_plugin_api::testing::{example_facts, example_spec};
 use ccvm_plugin_api::{BackendPlan, BackendPlanRequest, Capabilities, PluginKind, method};
 
-use crate::harness::World;
+use ccvm_test_support::world::World;
 
 #[test]
 fn builtins_list_four_backends_and_three_policies() {
@@ -80,18 +80,13 @@ fn example_policy_loads_from_a_directory_and_contributes_to_the_plan() {
         .expect("motd seed file");
     assert_eq!(motd["source"]["content"], "Staging DB is read-only\n");
     assert!(
-        plan["setup_steps"]
+        ccvm_test_support::world::plan_steps(&plan)
             .as_array()
             .expect("steps")
             .iter()
             .any(|s| s["step"] == "install-file" && s["guest_path"] == "/etc/motd")
     );
-    assert!(
-        plan["claude_md_append"]
-            .as_str()
-            .expect("text")
-            .contains("Staging DB is read-only")
-    );
+    assert!(ccvm_test_support::world::plan_context(&plan).contains("Staging DB is read-only"));
 }
 
 #[test]
@@ -299,7 +294,7 @@ fn loaded_backend_shadows_the_builtin_and_plans_identically_through_the_binary()
     let dir = world.plugin_dir("plugins", &["ccvm_plugin_microvm"]);
     let normalized = |plan: &serde_json::Value| {
         let text = plan["machine"].to_string();
-        let run_dir = plan["run_dir"].as_str().expect("run_dir");
+        let run_dir = ccvm_test_support::world::plan_run_dir(plan);
         let port = plan["vm"]["host_ssh_port"].to_string();
         text.replace(run_dir, "RUN").replace(&port, "PORT")
     };

@@ -5,6 +5,7 @@
 //! refused with the missing capability named (S3.5). Pure: never runs anything.
 #![forbid(unsafe_code)]
 
+use ccvm_plugin_api::guest::cmdline::{GuestParams, VirtioTransport};
 use ccvm_plugin_api::{
     Acceleration, Backend, BackendPlan, Capabilities, Command, Console, ControlEndpoint,
     Diagnostic, Helper, HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError,
@@ -116,12 +117,15 @@ impl Backend for CloudHypervisor {
         let vsock_socket = format!("{run}/vsock.sock");
         let console_log = format!("{run}/console.log");
 
-        let kernel_cmdline = vec![
-            format!("console={guest_tty}"),
-            "ccvm.virtio=pci".to_owned(),
-            "ccvm.shares=virtio-fs".to_owned(),
-            format!("ccvm.vsock_port={}", spec.guest_ssh_port),
-        ];
+        let mut kernel_cmdline = vec![format!("console={guest_tty}")];
+        kernel_cmdline.extend(
+            GuestParams {
+                virtio: VirtioTransport::Pci,
+                shares: ShareTransport::VirtioFs,
+                vsock_port: Some(u32::from(spec.guest_ssh_port)),
+            }
+            .words(),
+        );
         let cmdline: Vec<&str> = spec
             .kernel_cmdline
             .iter()

@@ -1,5 +1,6 @@
 //! The planner shared by the QEMU backends.
 
+use ccvm_plugin_api::guest::cmdline::{GuestParams, VirtioTransport};
 use ccvm_plugin_api::{
     Acceleration, BackendPlan, Capabilities, Command, Console, ControlEndpoint, Diagnostic, Helper,
     HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError, Requirements,
@@ -25,10 +26,10 @@ impl Transport {
         }
     }
 
-    fn name(self) -> &'static str {
+    fn virtio(self) -> VirtioTransport {
         match self {
-            Transport::Mmio => "mmio",
-            Transport::Pci => "pci",
+            Transport::Mmio => VirtioTransport::Mmio,
+            Transport::Pci => VirtioTransport::Pci,
         }
     }
 }
@@ -198,11 +199,15 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
         argv.opts("-overcommit", Opts::new("mem-lock=on"));
     }
 
-    let mut kernel_cmdline = vec![
-        format!("console={}", flavor.guest_tty),
-        format!("ccvm.virtio={}", transport.name()),
-        format!("ccvm.shares={share_transport}"),
-    ];
+    let mut kernel_cmdline = vec![format!("console={}", flavor.guest_tty)];
+    kernel_cmdline.extend(
+        GuestParams {
+            virtio: transport.virtio(),
+            shares: share_transport,
+            vsock_port: None,
+        }
+        .words(),
+    );
     kernel_cmdline.extend(flavor.kernel_cmdline.iter().cloned());
     let append: Vec<&str> = spec
         .kernel_cmdline

@@ -157,28 +157,8 @@ fn names(entries: &[Entry]) -> Vec<String> {
     names
 }
 
-/// Whether `address` falls under an allowlist destination (an address or a CIDR); also what
-/// `ccvm --ccvm-doctor` uses to explain a destination.
-pub fn covers(destination: &str, address: IpAddr) -> bool {
-    let (network, bits) = match destination.split_once('/') {
-        Some((network, bits)) => match (network.parse::<IpAddr>(), bits.parse::<u32>()) {
-            (Ok(network), Ok(bits)) => (network, bits),
-            _ => return false,
-        },
-        None => return destination.parse::<IpAddr>() == Ok(address),
-    };
-    match (network, address) {
-        (IpAddr::V4(n), IpAddr::V4(a)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
+/// Whether `destination` (an address or CIDR) covers `address` (the guest contract's rule).
+pub use ccvm_plugin_api::guest::firewall::covers;
 
 /// The warning for allowlist rules that reach the guest's gateway (the host's loopback on
 /// QEMU user networking), or `None` when no rule covers it.

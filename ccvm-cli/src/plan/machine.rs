@@ -1,0 +1,194 @@
+//! The machine: what the backend can do, which image boots, the `VmSpec` ccvm asks for, and
+//! the backend's plan for it.
+
+use std::path::Path;
+
+use ccvm_plugin_api::guest::paths::{PROJECT_TAG, PROJECTS_TAG, SEED_DIR, SEED_TAG, SSH_PORT};
+use ccvm_plugin_api::{
+    Acceleration, BackendPlan, BackendPlanRequest, Capabilities, Diagnostic, DiskSpec, HostFacts,
+    Requirements, ShareSpec, VmSpec, method,
+};
+
+use super::{HostAccess, ImagePlan, RunIdentity};
+use crate::config::RunConfig;
+use crate::error::Error;
+use crate::host::utf8;
+use crate::plugins::Plugin;
+
+/// Kernel command line words every backend gets.
+const GENERIC_CMDLINE: [&str; 2] = ["quiet", "panic=-1"];
+
+/// S3.5: a request the backend cannot serve is refused naming what is missing; a setting it
+/// ignores is warned about.
+pub fn check_capabilities(
+    config: &RunConfig,
+    backend: &str,
+    caps: &Capabilities,
+    memlock_limit: Option<u64>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<(), Error> {
+    let missing = |what: String, hint: &str| Error::Unsupported {
+        message: format!("backend `{backend}` {what}"),
+        hint: hint.to_owned(),
+    };
+    if let Some(transport) = config.share_transport
+        && !caps.share_transports.contains(&transport)
+    {
+        let supported: Vec<String> = caps
+            .share_transports
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(missing(
+            format!(
+                "has no share transport {transport} (it supports: {})",
+                supported.join(", ")
+            ),
+            "set share_transport to one it supports, or \"auto\"",
+        ));
+    }
+    if config.vm_disk_gib > 0 && !caps.scratch_disk {
+        return Err(missing(
+            "cannot attach a scratch disk".to_owned(),
+            "set vm_disk_gib = 0",
+        ));
+    }
+    if config.lock_guest_memory && !caps.lock_guest_memory {
+        return Err(missing(
+            "cannot lock guest memory".to_owned(),
+            "set lock_guest_memory = false",
+        ));
+    }
+    if config.lock_guest_memory
+        && let Some(warning) = memlock_warning(memlock_limit, config.memory_mib)
+    {
+        diagnostics.push(Diagnostic::warning(warning));
+    }
+    if config.hypervisor_sandbox && !caps.hypervisor_sandbox {
+        diagnostics.push(Diagnostic::warning(format!(
+            "backend `{backend}` has no hypervisor sandbox; hypervisor_sandbox has no effect"
+        )));
+    }
+    Ok(())
+}
+
+/// The up-front warning for `lock_guest_memory` when `RLIMIT_MEMLOCK` (soft, in bytes; `None`
+/// = unlimited) cannot hold the guest's memory: QEMU would fail at start otherwise.
+pub fn memlock_warning(limit: Option<u64>, memory_mib: u32) -> Option<String> {
+    let needed = u64::from(memory_mib) << 20;
+    let limit = limit?;
+    (limit < needed).then(|| {
+        format!(
+            "lock_guest_memory needs RLIMIT_MEMLOCK of at least {memory_mib} MiB, but it is {} MiB; \
+             raise it (`ulimit -l unlimited`, or memlock in /etc/security/limits.conf) or the \
+             hypervisor will fail to start",
+            limit >> 20
+        )
+    })
+}
+
+/// The configured image for the backend's guest architecture, and whether it is built.
+pub fn locate_image(
+    config: &RunConfig,
+    caps: &Capabilities,
+    facts: &HostFacts,
+    images_dir: &Path,
+    host: &dyn HostAccess,
+) -> Result<ImagePlan, Error> {
+    let arch = if caps.guest_arch == "host" {
+        facts.host_arch.clone()
+    } else {
+        caps.guest_arch.clone()
+    };
+    let dir = ccvm_image::named_dir(images_dir, &config.image, &arch);
+    Ok(ImagePlan {
+        name: config.image.clone(),
+        present: host.image_present(&dir),
+        dir: utf8(&dir, "the image directory")?,
+        arch,
+    })
+}
+
+/// The directories shared into the guest, in mount order: the seed, the project, and
+/// `~/.claude/projects` when it persists.
+fn shares(config: &RunConfig, facts: &HostFacts, run: &str) -> Vec<ShareSpec> {
+    let mut shares = vec![
+        ShareSpec {
+            tag: SEED_TAG.to_owned(),
+            host_path: format!("{run}/seed"),
+            guest_path: SEED_DIR.to_owned(),
+            read_only: true,
+        },
+        ShareSpec {
+            tag: PROJECT_TAG.to_owned(),
+            host_path: facts.project_dir.clone(),
+            guest_path: facts.project_dir.clone(),
+            read_only: !config.writable_cwd,
+        },
+    ];
+    if config.persist_claude_projects {
+        let projects = format!("{}/.claude/projects", facts.home.trim_end_matches('/'));
+        shares.push(ShareSpec {
+            tag: PROJECTS_TAG.to_owned(),
+            host_path: projects.clone(),
+            guest_path: projects,
+            read_only: false,
+        });
+    }
+    shares
+}
+
+/// The machine ccvm asks the backend for.
+pub fn vm_spec(
+    config: &RunConfig,
+    acceleration: Acceleration,
+    image: &ImagePlan,
+    facts: &HostFacts,
+    identity: &RunIdentity,
+) -> Result<VmSpec, Error> {
+    let run = utf8(&identity.run_dir, "the run directory")?;
+    let scratch_disk = (config.vm_disk_gib > 0)
+        .then(|| {
+            utf8(&identity.scratch_disk, "the scratch disk path").map(|path| DiskSpec {
+                path,
+                size_gib: config.vm_disk_gib,
+            })
+        })
+        .transpose()?;
+    Ok(VmSpec {
+        memory_mib: config.memory_mib,
+        cpus: config.cpus,
+        acceleration,
+        kernel: format!("{}/{}", image.dir, ccvm_image::KERNEL_FILE),
+        initrd: format!("{}/{}", image.dir, ccvm_image::INITRD_FILE),
+        root_image: format!("{}/{}", image.dir, ccvm_image::ROOT_FILE),
+        kernel_cmdline: GENERIC_CMDLINE.map(str::to_owned).to_vec(),
+        shares: shares(config, facts, &run),
+        share_transport: config.share_transport,
+        scratch_disk,
+        guest_ssh_port: SSH_PORT,
+        host_ssh_port: identity.host_ssh_port,
+        vsock_cid: identity.vsock_cid,
+        hypervisor_sandbox: config.hypervisor_sandbox,
+        lock_guest_memory: config.lock_guest_memory,
+        run_dir: run,
+    })
+}
+
+/// The backend's two phases: what it needs to know, then its plan.
+pub fn plan_machine(
+    backend: &Plugin,
+    spec: &VmSpec,
+    facts: &mut HostFacts,
+    host: &mut dyn HostAccess,
+) -> Result<BackendPlan, Error> {
+    let requirements: Requirements = backend.call(method::REQUIREMENTS, spec)?;
+    host.gather(facts, &requirements);
+    backend.call(
+        method::PLAN,
+        &BackendPlanRequest {
+            spec: spec.clone(),
+            facts: facts.clone(),
+        },
+    )
+}

@@ -1,0 +1,52 @@
+//! Kernel modules the guest agent loads, so the image builder knows what the initramfs must
+//! carry (the rest load from the root image once it is mounted).
+
+use crate::cmdline::VirtioTransport;
+use crate::machine::ShareTransport;
+
+/// Root image formats the guest agent recognises (by superblock) and mounts.
+pub const ROOT_FILESYSTEMS: [&str; 2] = ["squashfs", "erofs"];
+
+/// Every module the initramfs must hold: either virtio transport, the block driver, every
+/// root filesystem and the overlay (plus their dependencies, which the builder adds).
+pub const INITRAMFS: [&str; 6] = [
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "squashfs",
+    "erofs",
+    "overlay",
+];
+
+/// What reaches the root disk with this transport.
+pub fn root_disk(virtio: VirtioTransport) -> [&'static str; 2] {
+    [virtio.module(), "virtio_blk"]
+}
+
+/// The share transport's modules, loaded from the root image.
+pub fn shares(transport: ShareTransport) -> &'static [&'static str] {
+    match transport {
+        ShareTransport::NineP => &["9pnet_virtio", "9p"],
+        ShareTransport::VirtioFs => &["virtiofs"],
+    }
+}
+
+/// The network and entropy devices, loaded from the root image.
+pub const DEVICES: [&str; 2] = ["virtio_net", "virtio_rng"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initramfs_holds_everything_needed_before_the_root_is_mounted() {
+        for virtio in [VirtioTransport::Mmio, VirtioTransport::Pci] {
+            for module in root_disk(virtio) {
+                assert!(INITRAMFS.contains(&module), "{module}");
+            }
+        }
+        for fs in ROOT_FILESYSTEMS.iter().chain(&["overlay"]) {
+            assert!(INITRAMFS.contains(fs), "{fs}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! ccvm's VM tests: real guests under QEMU (TCG here), the real guest agent and OpenSSH, the
+//! stub image and, where a test says so, the real image with the real Claude Code driven in
+//! tmux. Every test that cannot run here prints `skipped: <reason>` and passes, unless
+//! `CCVM_REQUIRE_VM_TESTS=1` (and `CCVM_REQUIRE_REAL_IMAGE=1` for the real image) turns the
+//! skip into a failure, as `.ci/run` does.
+
+mod boot;
+mod egress;
+mod hardening;
+mod session;
+mod terminal;
