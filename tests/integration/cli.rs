@@ -70,7 +70,7 @@ fn plan_forwards_argv_verbatim_and_consumes_ccvm_flags() {
         .expect_code(0);
     let plan = out.json();
     assert_eq!(plan["backend"]["name"], "q35");
-    assert_eq!(plan["session"]["mode"], "shell");
+    assert_eq!(plan["seed"]["manifest"]["mode"], "shell");
     assert_eq!(
         plan["session"]["argv"],
         serde_json::json!([

@@ -1,8 +1,56 @@
-//! `--ccvm-help` (S1.3): flags, environment variables, config files. Built from the same
-//! option table the configuration code uses, so it cannot drift from what is accepted.
+//! `--ccvm-help` (S1.3): flags, environment variables, config files. Built from the flag
+//! table ([`FLAGS`]) the parser uses and the option table the configuration code uses, so it
+//! cannot drift from what is accepted.
 
+use super::flags::{FLAGS, synopsis};
 use crate::config::{SYSTEM_CONFIG, documented_options};
 use crate::plugins::SYSTEM_PLUGIN_DIR;
+
+/// Where the help column starts, and how wide the text may be.
+const COLUMN: usize = 26;
+const WIDTH: usize = 92;
+
+/// Words of `text` in lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("there is always a line");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_owned());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// The documented flags of one help section, from [`FLAGS`].
+fn flag_lines(management: bool) -> String {
+    let mut out = String::new();
+    for def in FLAGS
+        .iter()
+        .filter(|d| d.management == management && !d.hidden)
+    {
+        let synopsis = synopsis(def);
+        let help = wrap(def.help, WIDTH - COLUMN);
+        if synopsis.len() + 4 < COLUMN {
+            out.push_str(&format!(
+                "    {synopsis:<width$}{}\n",
+                help[0],
+                width = COLUMN - 4
+            ));
+        } else {
+            out.push_str(&format!("    {synopsis}\n{:COLUMN$}{}\n", "", help[0]));
+        }
+        for line in &help[1..] {
+            out.push_str(&format!("{:COLUMN$}{line}\n", ""));
+        }
+    }
+    out
+}
 
 /// The full usage text.
 pub fn text() -> String {
@@ -19,21 +67,10 @@ order, including --help, --version, --debug and claude's own subcommands. ccvm's
 recognised anywhere before a bare `--`; `--` and everything after it go to claude as they are.
 
 CCVM FLAGS
-    --shell               start a login shell in the VM instead of claude;
-                          `ccvm --shell -c 'make test'` runs one command and exits with its status
-    --backend NAME        backend plugin that boots the VM (also --backend=NAME)
-    --writable-cwd        project edits land on the host live (default)
-    --read-only-cwd       host project is read-only; edits go to an overlay discarded at exit
-    --ccvm-plugin-dir DIR search DIR for ccvm plugins first (repeatable; also =DIR).
-                          claude's own --plugin-dir is passed to claude
-    --ccvm-debug          stream the guest console to stderr and keep the scratch directory
-
+{flags}
 MANAGEMENT
-    --ccvm-help           this text
-    --ccvm-version        print `ccvm <version>`
-    --ccvm-plugins        list every backend and policy found: source, API version, status
-    --ccvm-plan           dry run: print the complete launch plan as JSON (hypervisor argv,
-                          seed, guest setup, ssh command); boots nothing, writes nothing
+{management}
+IMAGES
     --ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] [--force]
                           build the guest image (Debian SUITE, default bookworm, its kernel,
                           Claude Code {claude} from npm, the guest agent) into
@@ -42,10 +79,6 @@ MANAGEMENT
     --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
     --ccvm-image remove NAME
                           delete an image
-    --ccvm-doctor [DEST…] check every prerequisite (QEMU, ssh, KVM, the image, image tools)
-                          and print a fix for each problem; exit 1 if a session cannot start.
-                          Each DEST (host, host:port, [v6]:port or a URL) is checked against
-                          the egress allowlist: reachable, or why not and what to change
 
 CONFIGURATION (lowest layer first; later layers win)
     built-in defaults
@@ -60,6 +93,8 @@ OPTIONS (config key [environment variable]: meaning)
 ",
         version = env!("CARGO_PKG_VERSION"),
         claude = ccvm_image::CLAUDE_CODE_VERSION,
+        flags = flag_lines(false),
+        management = flag_lines(true),
     );
     for (key, env, help) in documented_options() {
         let var = env.map(|e| format!(" [{e}]")).unwrap_or_default();

@@ -9,9 +9,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+pub mod flags;
 pub mod help;
 pub mod image;
 
+use self::flags::Effect;
 use crate::config::FlagLayer;
 use crate::error::Error;
 
@@ -49,14 +51,6 @@ pub struct Invocation {
     pub forwarded: Vec<OsString>,
 }
 
-const MANAGEMENT: [(&str, Action); 5] = [
-    ("--ccvm-help", Action::Help),
-    ("--ccvm-doctor", Action::Doctor),
-    ("--ccvm-version", Action::Version),
-    ("--ccvm-plugins", Action::Plugins),
-    ("--ccvm-plan", Action::Plan),
-];
-
 fn utf8_value(flag: &str, value: &OsStr) -> Result<String, Error> {
     value
         .to_str()
@@ -91,41 +85,46 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             forwarded.push(arg);
             continue;
         };
-        match text {
-            "--shell" => flags.shell = true,
-            "--ccvm-debug" => flags.debug = true,
-            "--writable-cwd" => flags.writable_cwd = Some(true),
-            "--read-only-cwd" => flags.writable_cwd = Some(false),
-            "--backend" | "--ccvm-plugin-dir" => {
-                let value = args.next().ok_or_else(|| {
-                    Error::usage(format!("{text} needs a value, e.g. `{text} <value>`"))
-                })?;
-                if text == "--backend" {
-                    flags.backend = Some(utf8_value(text, &value)?);
-                } else {
-                    flags.plugin_dirs.push(PathBuf::from(value));
-                }
+        let Some((def, inline)) = flags::lookup(text) else {
+            if text.starts_with("--ccvm-") {
+                return Err(Error::usage(format!("unknown ccvm flag `{text}`")));
             }
-            _ if text.starts_with("--backend=") => {
-                flags.backend = Some(text["--backend=".len()..].to_owned());
+            forwarded.push(arg);
+            continue;
+        };
+        let name = def.name;
+        // A flag's value: `--flag=value`, or the next argument.
+        let mut value = || -> Result<OsString, Error> {
+            match inline {
+                Some(value) => Ok(OsString::from(value)),
+                None => args.next().ok_or_else(|| {
+                    Error::usage(format!("{name} needs a value, e.g. `{name} <value>`"))
+                }),
             }
-            _ if text.starts_with("--ccvm-plugin-dir=") => {
-                flags
-                    .plugin_dirs
-                    .push(PathBuf::from(&text["--ccvm-plugin-dir=".len()..]));
-            }
-            "--ccvm-image" => {
+        };
+        match def.effect {
+            Effect::Shell => flags.shell = true,
+            Effect::Debug => flags.debug = true,
+            Effect::WritableCwd(writable) => flags.writable_cwd = Some(writable),
+            Effect::Backend => flags.backend = Some(utf8_value(name, &value()?)?),
+            Effect::PluginDir => flags.plugin_dirs.push(PathBuf::from(value()?)),
+            Effect::Help => set_action(Action::Help, name)?,
+            Effect::Version => set_action(Action::Version, name)?,
+            Effect::Plugins => set_action(Action::Plugins, name)?,
+            Effect::Plan => set_action(Action::Plan, name)?,
+            Effect::Doctor => set_action(Action::Doctor, name)?,
+            Effect::Image => {
                 let words = args
                     .by_ref()
-                    .map(|w| utf8_value(text, &w))
+                    .map(|w| utf8_value(name, &w))
                     .collect::<Result<Vec<_>, _>>()?;
-                set_action(Action::Image(words), text)?;
+                set_action(Action::Image(words), name)?;
             }
-            "--ccvm-vsock-proxy" => {
+            Effect::VsockProxy => {
                 let (Some(socket), Some(port)) = (args.next(), args.next()) else {
                     return Err(Error::usage("--ccvm-vsock-proxy needs SOCKET and PORT"));
                 };
-                let port = utf8_value(text, &port)?
+                let port = utf8_value(name, &port)?
                     .parse()
                     .map_err(|_| Error::usage("--ccvm-vsock-proxy: PORT must be a number"))?;
                 set_action(
@@ -133,23 +132,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
                         socket: PathBuf::from(socket),
                         port,
                     },
-                    text,
+                    name,
                 )?;
             }
-            "--ccvm-reap" => {
+            Effect::Reap => {
                 let Some(dir) = args.next() else {
                     return Err(Error::usage("--ccvm-reap needs a directory"));
                 };
-                set_action(Action::Reap(PathBuf::from(dir)), text)?;
+                set_action(Action::Reap(PathBuf::from(dir)), name)?;
             }
-            _ if text.starts_with("--ccvm-") => {
-                if let Some((_, new)) = MANAGEMENT.iter().find(|(flag, _)| *flag == text) {
-                    set_action(new.clone(), text)?;
-                } else {
-                    return Err(Error::usage(format!("unknown ccvm flag `{text}`")));
-                }
-            }
-            _ => forwarded.push(arg),
         }
     }
     if let Some(backend) = &flags.backend

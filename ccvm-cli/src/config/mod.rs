@@ -1,7 +1,7 @@
 //! Configuration layering (S2): built-in defaults → `/etc/ccvm/config.toml` →
 //! `$XDG_CONFIG_HOME/ccvm/config.toml` → `CCVM_*` environment variables → flags.
 //!
-//! One table, [`OPTIONS`], declares every option once: its key, its environment variable,
+//! One table, `options::OPTIONS`, declares every option once: its key, its environment variable,
 //! what it expects and how it is applied. Files, the environment and the error messages all
 //! read from it. Unknown keys and wrong types are errors naming the file (or variable), the
 //! key and the expected type; nothing is ever silently ignored.

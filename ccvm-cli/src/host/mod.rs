@@ -134,7 +134,7 @@ pub fn expand_home(path: &str, home: &Path) -> PathBuf {
     }
 }
 
-/// Resolves names in parallel, bounded by [`RESOLVE_TIMEOUT`] in total; a name that has not
+/// Resolves names in parallel, bounded by `RESOLVE_TIMEOUT` (5 s) in total; a name that has not
 /// answered by then counts as unresolved.
 pub fn resolve_all(names: &[&String]) -> BTreeMap<String, Vec<IpAddr>> {
     let (tx, rx) = mpsc::channel();

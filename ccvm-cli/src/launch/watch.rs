@@ -11,7 +11,7 @@
 //!
 //! Reads only, and only inside the project: no link is followed (a planted link is reported
 //! as a link), files are opened without following links or blocking, and at most
-//! [`MAX_CONTENT`] bytes of each are kept. Everything printed is escaped, so a planted file
+//! `MAX_CONTENT` (256 KiB) of each are kept. Everything printed is escaped, so a planted file
 //! cannot hide the report with terminal control sequences.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -108,11 +108,9 @@ impl ArgRepr {
     }
 }
 
-/// What runs in the guest and how the launcher runs it.
+/// How the launcher runs the session (what runs is the seed manifest's `mode`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionPlan {
-    /// `claude` or `shell`.
-    pub mode: &'static str,
     pub argv: Vec<ArgRepr>,
     pub api_key_set: bool,
     /// `--ccvm-debug`: stream the console, keep the scratch directory.
@@ -212,20 +210,45 @@ pub trait HostAccess {
     fn image_present(&self, dir: &Path) -> bool;
 }
 
-/// Plans one launch: a chain of steps from the inputs to the plan.
+/// The machine half of a plan: the backend, its answer, the acceleration and the image.
+struct MachineHalf<'r> {
+    backend: &'r Plugin,
+    caps: Capabilities,
+    accel: AccelPlan,
+    image: ImagePlan,
+    spec: VmSpec,
+    machine: BackendPlan,
+}
+
+/// The session half: what the policies planned, the ssh command and the seed.
+struct SessionHalf {
+    planned: policies::Planned,
+    ssh: Command,
+    seed: SeedPlan,
+}
+
+/// Plans one launch: the machine, then the session, then the plan that holds both.
 pub fn plan(inputs: PlanInputs<'_>, host: &mut dyn HostAccess) -> Result<LaunchPlan, Error> {
-    let PlanInputs {
-        config,
-        registry,
-        mut facts,
-        ..
-    } = inputs;
-    let mut diagnostics: Vec<Diagnostic> = registry
+    let mut diagnostics: Vec<Diagnostic> = inputs
+        .registry
         .warnings()
         .into_iter()
         .map(Diagnostic::warning)
         .collect();
-    let backend = registry.backend(&config.backend)?;
+    let mut facts = inputs.facts.clone();
+    let machine = plan_machine_half(&inputs, &mut facts, host, &mut diagnostics)?;
+    let session = plan_session_half(&inputs, &mut facts, &machine, host, &mut diagnostics)?;
+    Ok(assemble(inputs, machine, session, diagnostics))
+}
+
+fn plan_machine_half<'r>(
+    inputs: &PlanInputs<'r>,
+    facts: &mut HostFacts,
+    host: &mut dyn HostAccess,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<MachineHalf<'r>, Error> {
+    let config = inputs.config;
+    let backend = inputs.registry.backend(&config.backend)?;
     let caps: Capabilities = backend.call(ccvm_plugin_api::method::CAPABILITIES, &())?;
     // Impossible requests are configuration errors; report them before asking the host.
     machine::check_capabilities(
@@ -233,7 +256,7 @@ pub fn plan(inputs: PlanInputs<'_>, host: &mut dyn HostAccess) -> Result<LaunchP
         backend.name(),
         &caps,
         inputs.memlock_limit,
-        &mut diagnostics,
+        diagnostics,
     )?;
     let resolved = accel::resolve(
         config.acceleration,
@@ -243,7 +266,7 @@ pub fn plan(inputs: PlanInputs<'_>, host: &mut dyn HostAccess) -> Result<LaunchP
         || host.probe_kvm(),
     )?;
     diagnostics.extend(resolved.warning.clone().map(Diagnostic::warning));
-    let image = machine::locate_image(config, &caps, &facts, &inputs.images_dir, &*host)?;
+    let image = machine::locate_image(config, &caps, facts, &inputs.images_dir, &*host)?;
     if !image.present {
         diagnostics.push(Diagnostic::info(format!(
             "guest image `{}` for {} is not built yet ({})",
@@ -254,16 +277,36 @@ pub fn plan(inputs: PlanInputs<'_>, host: &mut dyn HostAccess) -> Result<LaunchP
         config,
         resolved.acceleration,
         &image,
-        &facts,
+        facts,
         &inputs.identity,
     )?;
-    let machine = machine::plan_machine(backend, &spec, &mut facts, host)?;
-    diagnostics.extend(machine.diagnostics.iter().cloned());
-
-    let session = policies::session_info(config, backend.name(), &caps, &machine);
-    let planned = policies::plan_policies(registry, config, &session, &mut facts, host)?;
+    let planned = machine::plan_machine(backend, &spec, facts, host)?;
     diagnostics.extend(planned.diagnostics.iter().cloned());
-    let context = session::claude_md(config, &planned.plans, inputs.context_text.as_deref());
+    Ok(MachineHalf {
+        backend,
+        caps,
+        accel: AccelPlan {
+            requested: config.acceleration,
+            resolved: resolved.acceleration,
+            reason: resolved.warning,
+        },
+        image,
+        spec,
+        machine: planned,
+    })
+}
+
+fn plan_session_half(
+    inputs: &PlanInputs<'_>,
+    facts: &mut HostFacts,
+    half: &MachineHalf<'_>,
+    host: &mut dyn HostAccess,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<SessionHalf, Error> {
+    let config = inputs.config;
+    let session = policies::session_info(config, half.backend.name(), &half.caps, &half.machine);
+    let planned = policies::plan_policies(inputs.registry, config, &session, facts, host)?;
+    diagnostics.extend(planned.diagnostics.iter().cloned());
     if !inputs.api_key_set {
         diagnostics.push(Diagnostic::info(format!(
             "{} is not set: claude will start unauthenticated and ask you to log in",
@@ -273,51 +316,63 @@ pub fn plan(inputs: PlanInputs<'_>, host: &mut dyn HostAccess) -> Result<LaunchP
     let forward = policies::remote_forward(&planned.names, &planned.plans)?;
     let ssh = session::ssh_command(
         inputs.ssh.as_deref(),
-        &facts,
+        facts,
         &inputs.identity.run_dir,
-        &machine.control,
+        &half.machine.control,
         &config.api_key_variable,
         &planned.plans,
         forward,
     );
-    let manifest = session::seed_manifest(config, &facts, &spec, &machine, &planned.plans, forward);
-    let run = &spec.run_dir;
-    Ok(LaunchPlan {
+    let context = session::claude_md(config, &planned.plans, inputs.context_text.as_deref());
+    let seed = SeedPlan {
+        dir: format!("{}/seed", half.spec.run_dir),
+        manifest: session::seed_manifest(
+            config,
+            facts,
+            &half.spec,
+            &half.machine,
+            &planned.plans,
+            forward,
+        ),
+        files: session::seed_files(&planned.plans, context),
+    };
+    Ok(SessionHalf { planned, ssh, seed })
+}
+
+fn assemble(
+    inputs: PlanInputs<'_>,
+    machine: MachineHalf<'_>,
+    session: SessionHalf,
+    diagnostics: Vec<Diagnostic>,
+) -> LaunchPlan {
+    let SessionHalf { planned, ssh, seed } = session;
+    LaunchPlan {
         ccvm_version: env!("CARGO_PKG_VERSION"),
         plugin_api_version: ccvm_plugin_api::API_VERSION,
-        backend: PluginRef::from(backend),
+        backend: PluginRef::from(machine.backend),
         policies: planned.refs,
-        acceleration: AccelPlan {
-            requested: config.acceleration,
-            resolved: resolved.acceleration,
-            reason: resolved.warning,
-        },
-        image,
-        capabilities: caps,
-        session: SessionPlan {
-            mode: if config.shell { "shell" } else { "claude" },
-            argv: inputs.argv.iter().map(ArgRepr::from).collect(),
-            api_key_set: inputs.api_key_set,
-            debug: config.debug,
-            ssh_keygen: inputs.ssh_keygen.map(|p| p.display().to_string()),
-            timings_file: inputs.timings_file,
-        },
-        seed: SeedPlan {
-            dir: format!("{run}/seed"),
-            manifest,
-            files: session::seed_files(&planned.plans, context),
-        },
-        host_reads: planned.host_reads,
-        ssh,
+        acceleration: machine.accel,
+        image: machine.image,
+        vm: machine.spec,
+        capabilities: machine.caps,
         host_services: planned
             .plans
             .iter()
             .flat_map(|p| p.host_services.iter().cloned())
             .collect(),
+        machine: machine.machine,
+        session: SessionPlan {
+            argv: inputs.argv.iter().map(ArgRepr::from).collect(),
+            api_key_set: inputs.api_key_set,
+            debug: inputs.config.debug,
+            ssh_keygen: inputs.ssh_keygen.map(|p| p.display().to_string()),
+            timings_file: inputs.timings_file,
+        },
+        seed,
+        host_reads: planned.host_reads,
+        ssh,
         diagnostics,
-        vm: spec,
-        machine,
-    })
+    }
 }
 
 #[cfg(test)]

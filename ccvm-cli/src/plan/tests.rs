@@ -98,3 +98,128 @@ fn memlock_warning_only_when_the_limit_is_below_guest_memory() {
     );
     assert!(warning.contains("ulimit -l"), "{warning}");
 }
+
+mod whole_plan {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use ccvm_plugin_api::{FileFact, HostFacts, Requirements};
+
+    use crate::config::{Env, FlagLayer, RunConfig};
+    use crate::host::{Device, KvmProbe};
+    use crate::plan::{HostAccess, PlanInputs, RunIdentity, plan};
+    use crate::plugins::Registry;
+
+    /// A host that answers from fixed data: every program under `/opt/fake/bin`, no files,
+    /// no KVM, the image built.
+    struct FakeHost {
+        asked: Vec<Requirements>,
+    }
+
+    impl HostAccess for FakeHost {
+        fn gather(&mut self, facts: &mut HostFacts, requirements: &Requirements) {
+            for program in &requirements.programs {
+                facts
+                    .programs
+                    .insert(program.clone(), Some(format!("/opt/fake/bin/{program}")));
+            }
+            for file in &requirements.read_files {
+                facts.files.insert(file.clone(), FileFact::Absent);
+            }
+            if requirements.tsc_khz {
+                facts.tsc_khz = Some(1_000_000);
+            }
+            self.asked.push(requirements.clone());
+        }
+
+        fn probe_kvm(&mut self) -> KvmProbe {
+            KvmProbe {
+                device: Device::Missing,
+                hardware_virt: Some(false),
+                software_module: None,
+            }
+        }
+
+        fn image_present(&self, _dir: &Path) -> bool {
+            true
+        }
+    }
+
+    /// The planner needs nothing from the host but its inputs and the fake's answers: the
+    /// run's identity reaches every path that names it, as given.
+    #[test]
+    fn a_plan_is_made_from_its_inputs_and_the_hosts_answers_alone() {
+        let env = Env::from_pairs([]);
+        let config = crate::config::load(&env, &FlagLayer::default()).expect("defaults");
+        let config = RunConfig {
+            acceleration: crate::config::AccelMode::Auto,
+            ..config
+        };
+        let registry = Registry::discover(&[]).expect("built-ins");
+        let argv = [OsString::from("-p"), OsString::from("hi")];
+        let identity = RunIdentity {
+            run_dir: PathBuf::from("/run/user/1000/ccvm/run-0123456789abcdef"),
+            host_ssh_port: 40_022,
+            vsock_cid: 7,
+            scratch_disk: PathBuf::from("/cache/disk-run-x.img"),
+        };
+        let inputs = PlanInputs {
+            config: &config,
+            registry: &registry,
+            argv: &argv,
+            facts: ccvm_plugin_api::testing::example_facts(&[]),
+            identity: identity.clone(),
+            images_dir: PathBuf::from("/cache/ccvm/images"),
+            api_key_set: true,
+            context_text: Some("be kind".to_owned()),
+            memlock_limit: None,
+            ssh: Some(PathBuf::from("/opt/fake/bin/ssh")),
+            ssh_keygen: Some(PathBuf::from("/opt/fake/bin/ssh-keygen")),
+            timings_file: None,
+        };
+        let mut host = FakeHost { asked: Vec::new() };
+        let plan = plan(inputs, &mut host).expect("plans");
+
+        let run = "/run/user/1000/ccvm/run-0123456789abcdef";
+        assert_eq!(plan.run_dir(), Path::new(run));
+        assert_eq!(plan.seed.dir, format!("{run}/seed"));
+        assert_eq!(
+            plan.machine.hypervisor.program,
+            "/opt/fake/bin/qemu-system-x86_64"
+        );
+        assert_eq!(
+            plan.acceleration.resolved,
+            ccvm_plugin_api::Acceleration::Tcg
+        );
+        assert_eq!(plan.image.dir, "/cache/ccvm/images/default-x86_64");
+        assert_eq!(plan.ssh.program, "/opt/fake/bin/ssh");
+        assert!(
+            plan.ssh
+                .args
+                .iter()
+                .any(|a| a == &format!("IdentityFile={run}/id_ed25519")),
+            "{:?}",
+            plan.ssh.args
+        );
+        assert!(plan.ssh.args.iter().any(|a| a == "Port=40022"));
+        assert_eq!(plan.argv(), argv);
+        assert_eq!(plan.seed.manifest.project_dir, "/home/alice/src/my,project");
+        let context = plan
+            .seed
+            .files
+            .iter()
+            .find(|f| f.path == "ccvm-session.md")
+            .expect("the CLAUDE.md addition");
+        assert!(
+            matches!(&context.source, ccvm_plugin_api::SeedSource::Inline { content }
+                if content.starts_with("# ccvm session") && content.ends_with("be kind\n")),
+            "{context:?}"
+        );
+        assert!(
+            host.asked
+                .iter()
+                .any(|r| r.programs.iter().any(|p| p == "qemu-system-x86_64")),
+            "the backend's requirements went through the host"
+        );
+    }
+}
