@@ -111,6 +111,14 @@ pub enum Error {
     )]
     StagingTooLarge { item: PathBuf, limit_mib: u64 },
 
+    /// The scratch disk would live in RAM (S9.1).
+    #[error(
+        "the scratch disk (vm_disk_gib) would be created in {}, which is on {kind}: a disk in RAM \
+         protects nothing and can exhaust the host's memory",
+        dir.display()
+    )]
+    ScratchInRam { dir: PathBuf, kind: &'static str },
+
     /// The VM did not come up (S11.4): what happened, the console's tail, the hypervisor's.
     #[error("the VM did not boot: {what}{}", boot_details(console, hypervisor))]
     Boot {
@@ -181,7 +189,8 @@ impl Error {
             | Error::Config(_)
             | Error::PluginUnavailable { .. }
             | Error::Unsupported { .. }
-            | Error::ProjectDir { .. } => 2,
+            | Error::ProjectDir { .. }
+            | Error::ScratchInRam { .. } => 2,
             Error::PluginCall { error, .. } if error.class == ErrorClass::Invalid => 2,
             Error::Image(error) if error.is_usage() => 2,
             _ => 1,
@@ -236,6 +245,11 @@ impl Error {
             Error::StagingTooLarge { .. } => Some(
                 "turn that item off in the [share] section of your config, or remove the link \
                  that leads to a large directory"
+                    .to_owned(),
+            ),
+            Error::ScratchInRam { .. } => Some(
+                "set scratch_dir (CCVM_SCRATCH_DIR) to a directory on a disk, or \
+                 CCVM_SCRATCH_ALLOW_TMPFS=1 if you mean it"
                     .to_owned(),
             ),
             Error::Boot {

@@ -59,7 +59,7 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Help => print(&cli::help::text()),
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
         Action::VsockProxy { socket, port } => launch::vsock::proxy(&socket, port),
-        Action::Reap(dir) => Ok(launch::reap(&dir)),
+        Action::Reap { dir, disk } => Ok(launch::reap(&dir, &disk)),
         Action::Doctor => {
             let config = config::load(env, &invocation.flags)?;
             let (text, ready) = doctor::run(&config, env, &invocation.forwarded)?;

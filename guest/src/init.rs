@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ccvm_guest_protocol::cmdline::{GuestParams, VirtioTransport};
-use ccvm_guest_protocol::paths::{DONE_FIFO, SEED_DIR, SEED_TAG, SESSION_DIR, SSHD_CONFIG};
+use ccvm_guest_protocol::paths::{
+    DONE_FIFO, ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL, SEED_DIR, SEED_TAG, SESSION_DIR, SSHD_CONFIG,
+};
+use ccvm_guest_protocol::setup::scratch_header_line;
 use ccvm_guest_protocol::seed::{ARGV_FILE, MANIFEST_FILE};
 use ccvm_guest_protocol::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
 use ccvm_guest_protocol::{SeedManifest, SessionMode, markers};
@@ -23,8 +26,7 @@ use nix::unistd::Pid;
 
 use crate::{modules, setup};
 
-/// How long to wait for the root disk and for sshd.
-const DEVICE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to wait for sshd.
 const SSHD_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn log(message: &str) {
@@ -84,16 +86,6 @@ fn root_fstype(device: &str) -> Result<&'static str, String> {
     }
 }
 
-fn wait_for(path: &str) -> Result<(), String> {
-    let deadline = Instant::now() + DEVICE_TIMEOUT;
-    while !Path::new(path).exists() {
-        if Instant::now() > deadline {
-            return Err(format!("{path} did not appear within {DEVICE_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
 
 /// Initramfs → overlay root: tmpfs upper over the read-only image, then switch into it.
 fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
@@ -102,8 +94,9 @@ fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
         &initramfs_modules,
         &ccvm_guest_protocol::modules::root_disk(virtio),
     )?;
-    wait_for("/dev/vda")?;
-    let fstype = root_fstype("/dev/vda")?;
+    let disk = crate::disks::wait_for_disk(ROOT_DISK_SERIAL)?;
+    let disk = disk.display().to_string();
+    let fstype = root_fstype(&disk)?;
     modules::load(&initramfs_modules, &[fstype, "overlay"])?;
     mount_fs(
         "tmpfs",
@@ -116,7 +109,7 @@ fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
     }
     mount_fs(
-        "/dev/vda",
+        &disk,
         "/overlay/lower",
         fstype,
         MsFlags::MS_RDONLY,
@@ -158,6 +151,35 @@ fn share_mount(
             Some("trans=virtio,version=9p2000.L,msize=512000,cache=mmap,access=client"),
         ),
         ShareTransport::VirtioFs => mount_fs(tag, target, "virtiofs", flags, None),
+    }
+}
+
+/// S9.2: sets up the scratch disk if the seed asks for one. A failure is said on the console
+/// and leaves the session without `/scratch`; the returned pair swaps the session header's
+/// line about the disk for one that says so.
+fn scratch_disk(manifest: &SeedManifest) -> Option<(String, String)> {
+    let (mount, size_gib) = manifest.setup_steps.iter().find_map(|step| match step {
+        SetupStep::ScratchDisk { mount, size_gib } => Some((mount, *size_gib)),
+        _ => None,
+    })?;
+    let started = Instant::now();
+    let result = crate::disks::wait_for_disk(SCRATCH_DISK_SERIAL)
+        .and_then(|device| crate::scratch::setup(&device, mount, &manifest.user));
+    match result {
+        Ok(()) => {
+            log(&format!(
+                "encrypted scratch disk ({size_gib} GiB) mounted at {mount} in {:.2} s",
+                started.elapsed().as_secs_f64()
+            ));
+            None
+        }
+        Err(why) => {
+            log(&format!("scratch disk not set up: {why}; the session runs without {mount}"));
+            Some((
+                scratch_header_line(size_gib, None),
+                scratch_header_line(size_gib, Some(&why)),
+            ))
+        }
     }
 }
 
@@ -374,6 +396,8 @@ fn boot() -> Result<u32, String> {
 
     // Every setup write (the agent's ~/.claude.json, ~/.gitconfig, ~/.claude) happens before
     // any host directory is mounted, so none can land on the host through a share (S5.1).
+    // The scratch disk before `~/.claude`, so the session header says what really happened.
+    let scratch_fixup = scratch_disk(&manifest);
     let left = setup::apply_steps(root, seed, &manifest).map_err(|e| e.to_string())?;
     for step in left {
         match step {
@@ -389,7 +413,8 @@ fn boot() -> Result<u32, String> {
                         manifest.user.uid, manifest.user.gid
                     )),
                 )?;
-                setup::claude_home(root, seed, seed_dir, &manifest.user)
+                let replace = scratch_fixup.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+                setup::claude_home(root, seed, seed_dir, &manifest.user, replace)
                     .map_err(|e| e.to_string())?;
             }
             SetupStep::Firewall(rules) => {
@@ -400,6 +425,7 @@ fn boot() -> Result<u32, String> {
                 crate::firewall::install_or_close(rules, gateway);
                 setup::resolver(root, rules.dns_server.as_deref()).map_err(|e| e.to_string())?;
             }
+            SetupStep::ScratchDisk { .. } => {}
             other => return Err(format!("unexpected setup step {other:?}")),
         }
     }

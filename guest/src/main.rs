@@ -7,9 +7,11 @@
 //!
 //! It must never take a command from the ssh client: the seed is the only source of argv.
 
+mod disks;
 mod firewall;
 mod init;
 mod modules;
+mod scratch;
 mod session;
 mod setup;
 

@@ -249,7 +249,15 @@ fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<()> {
 
 /// Fills the agent's (already mounted, empty) `~/.claude` from the seed, then appends the
 /// session header to its CLAUDE.md (S5.3, S5.6).
-pub fn claude_home(root: &Path, seed: &Path, seed_dir: &str, user: &GuestUser) -> Result<()> {
+/// `replace` swaps one line of the session header for another (the scratch disk's line when
+/// setting the disk up failed).
+pub fn claude_home(
+    root: &Path,
+    seed: &Path,
+    seed_dir: &str,
+    user: &GuestUser,
+    replace: Option<(&str, &str)>,
+) -> Result<()> {
     let target = under(root, &user.home).join(".claude");
     let source = seed.join(seed_dir);
     if source.is_dir() {
@@ -260,7 +268,10 @@ pub fn claude_home(root: &Path, seed: &Path, seed_dir: &str, user: &GuestUser) -
     }
     fs::set_permissions(&target, fs::Permissions::from_mode(0o700))
         .map_err(err("mode of ~/.claude"))?;
-    let context = fs::read_to_string(seed.join(CONTEXT_FILE)).unwrap_or_default();
+    let mut context = fs::read_to_string(seed.join(CONTEXT_FILE)).unwrap_or_default();
+    if let Some((from, to)) = replace {
+        context = context.replace(from, to);
+    }
     if !context.is_empty() {
         let claude_md = target.join("CLAUDE.md");
         let mut text = fs::read_to_string(&claude_md).unwrap_or_default();
@@ -408,7 +419,9 @@ pub fn apply_steps<'a>(
             SetupStep::HostsPins { pins } => hosts(root, pins)?,
             // sshd's configuration reads it (`sshd`).
             SetupStep::SshdPermitListen { .. } => {}
-            SetupStep::ClaudeHome { .. } | SetupStep::Firewall(_) => left.push(step),
+            SetupStep::ClaudeHome { .. }
+            | SetupStep::Firewall(_)
+            | SetupStep::ScratchDisk { .. } => left.push(step),
         }
     }
     Ok(left)
@@ -610,7 +623,7 @@ mod tests {
         .expect("creds");
         write(&seed.path().join(CONTEXT_FILE), b"# ccvm session\n", 0o644).expect("ctx");
         let user = me();
-        claude_home(root.path(), seed.path(), "claude", &user).expect("claude home");
+        claude_home(root.path(), seed.path(), "claude", &user, None).expect("claude home");
         let home = root.path().join("home/alice/.claude");
         assert_eq!(
             fs::read_to_string(home.join("CLAUDE.md")).expect("md"),

@@ -476,3 +476,56 @@ fn virtiofsd_uses_its_namespace_sandbox_and_says_why_when_it_cannot() {
         "{stderr}"
     );
 }
+
+/// S9.1: a scratch disk is never put on tmpfs or ramfs, unless the user insists; either way it
+/// is a per-run file in the scratch directory, refused before anything is created.
+#[test]
+fn a_scratch_disk_on_tmpfs_is_refused_unless_allowed() {
+    let world = World::new();
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a directory on tmpfs");
+    let scratch = shm.path().join("scratch");
+    let out = world
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_VM_DISK_SIZE", "4")
+        .env("CCVM_SCRATCH_DIR", &scratch)
+        .run()
+        .expect_code(2);
+    assert!(
+        out.error_line().contains("which is on tmpfs")
+            && out.error_line().contains(&scratch.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(out.hint_line().contains("CCVM_SCRATCH_ALLOW_TMPFS=1"), "{}", out.stderr);
+    assert!(!scratch.exists(), "nothing is created for a refused disk");
+
+    let plan = world
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_VM_DISK_SIZE", "4")
+        .env("CCVM_SCRATCH_DIR", &scratch)
+        .env("CCVM_SCRATCH_ALLOW_TMPFS", "1")
+        .run()
+        .expect_code(0)
+        .json();
+    let disk = plan["vm"]["scratch_disk"]["path"].as_str().expect("a disk");
+    assert!(disk.starts_with(&scratch.display().to_string()), "{disk}");
+    let other = world
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_VM_DISK_SIZE", "4")
+        .env("CCVM_SCRATCH_DIR", &scratch)
+        .env("CCVM_SCRATCH_ALLOW_TMPFS", "1")
+        .run()
+        .expect_code(0)
+        .json();
+    assert_ne!(
+        other["vm"]["scratch_disk"]["path"], disk,
+        "each run has its own disk image"
+    );
+    let steps = ccvm_test_support::world::plan_steps(&plan);
+    assert_eq!(steps[0]["step"], "scratch-disk", "{steps}");
+    assert_eq!(steps[0]["mount"], "/scratch");
+    assert_eq!(steps[0]["size_gib"], 4);
+}

@@ -7,5 +7,6 @@
 mod boot;
 mod egress;
 mod hardening;
+mod scratch;
 mod session;
 mod terminal;

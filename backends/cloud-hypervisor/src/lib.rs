@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use ccvm_plugin_api::guest::cmdline::{GuestParams, VirtioTransport};
+use ccvm_plugin_api::guest::paths::{ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL};
 use ccvm_plugin_api::{
     Acceleration, Backend, BackendPlan, Capabilities, Command, Console, ControlEndpoint,
     Diagnostic, Helper, HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError,
@@ -149,13 +150,13 @@ impl Backend for CloudHypervisor {
             format!("size={}M,shared=on", spec.memory_mib),
             "--disk".into(),
             format!(
-                "path={},readonly=on,image_type=raw",
+                "path={},readonly=on,image_type=raw,serial={ROOT_DISK_SERIAL}",
                 no_comma("the root image", &spec.root_image)?
             ),
         ];
         if let Some(disk) = &spec.scratch_disk {
             args.push(format!(
-                "path={},image_type=raw",
+                "path={},image_type=raw,serial={SCRATCH_DISK_SERIAL}",
                 no_comma("the scratch disk", &disk.path)?
             ));
         }

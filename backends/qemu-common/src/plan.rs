@@ -1,6 +1,7 @@
 //! The planner shared by the QEMU backends.
 
 use ccvm_plugin_api::guest::cmdline::{GuestParams, VirtioTransport};
+use ccvm_plugin_api::guest::paths::{ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL};
 use ccvm_plugin_api::{
     Acceleration, BackendPlan, Capabilities, Command, Console, ControlEndpoint, Diagnostic, Helper,
     HostFacts, NamespaceFact, NetworkAttachment, PlannedShare, PluginError, Requirements,
@@ -229,7 +230,9 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
     );
     argv.opts(
         "-device",
-        Opts::new(&transport.device("virtio-blk")).set("drive", "root"),
+        Opts::new(&transport.device("virtio-blk"))
+            .set("drive", "root")
+            .set("serial", ROOT_DISK_SERIAL),
     );
     if let Some(disk) = &spec.scratch_disk {
         argv.opts(
@@ -242,7 +245,9 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
         );
         argv.opts(
             "-device",
-            Opts::new(&transport.device("virtio-blk")).set("drive", "scratch"),
+            Opts::new(&transport.device("virtio-blk"))
+                .set("drive", "scratch")
+                .set("serial", SCRATCH_DISK_SERIAL),
         );
     }
 

@@ -145,7 +145,7 @@ pub const FLAGS: &[FlagDef] = &[
         )
     },
     FlagDef {
-        usage: Some("DIR"),
+        usage: Some("DIR DISK"),
         hidden: true,
         ..action(
             "--ccvm-reap",

@@ -39,7 +39,7 @@ pub enum Action {
     },
     /// `--ccvm-reap DIR`: internal, removes a session's run directory once its stdin closes,
     /// which happens when the ccvm that started it exits in any way, SIGKILL included.
-    Reap(PathBuf),
+    Reap { dir: PathBuf, disk: PathBuf },
 }
 
 /// A parsed command line.
@@ -136,10 +136,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
                 )?;
             }
             Effect::Reap => {
-                let Some(dir) = args.next() else {
-                    return Err(Error::usage("--ccvm-reap needs a directory"));
+                let (Some(dir), Some(disk)) = (args.next(), args.next()) else {
+                    return Err(Error::usage("--ccvm-reap needs DIR and DISK (`-` for none)"));
                 };
-                set_action(Action::Reap(PathBuf::from(dir)), name)?;
+                set_action(
+                    Action::Reap {
+                        dir: PathBuf::from(dir),
+                        disk: PathBuf::from(disk),
+                    },
+                    name,
+                )?;
             }
         }
     }

@@ -382,6 +382,33 @@ mod tests {
         assert!(error.to_string().contains("\"maybe\""), "{error}");
     }
 
+    /// S9.1: `CCVM_VM_DISK_SIZE` takes a size in GiB or one of the original's words for off.
+    #[test]
+    fn disk_size_takes_gib_or_the_words_for_off_and_refuses_others() {
+        for (text, want) in [
+            ("8", 8),
+            ("0", 0),
+            ("off", 0),
+            ("no", 0),
+            ("FALSE", 0),
+            (" 16 ", 16),
+        ] {
+            let mut config = RunConfig::defaults(&env(&[]));
+            apply_env(&mut config, &env(&[("CCVM_VM_DISK_SIZE", text)])).expect(text);
+            assert_eq!(config.vm_disk_gib, want, "{text:?}");
+        }
+        for bad in ["-1", "8G", "yes", "1.5"] {
+            let mut config = RunConfig::defaults(&env(&[]));
+            let error =
+                apply_env(&mut config, &env(&[("CCVM_VM_DISK_SIZE", bad)])).expect_err(bad);
+            assert!(error.to_string().contains("CCVM_VM_DISK_SIZE"), "{error}");
+        }
+        let (_dir, path) = with_file("vm_disk_gib = \"off\"\n");
+        let mut config = RunConfig::defaults(&env(&[]));
+        apply_file(&mut config, &path, &env(&[])).expect("off in a file");
+        assert_eq!(config.vm_disk_gib, 0);
+    }
+
     #[test]
     fn per_item_share_variables_win_over_the_mass_toggle() {
         let mut config = RunConfig::defaults(&env(&[]));

@@ -59,13 +59,19 @@ fn positive_u32(raw: Raw<'_>) -> Result<u32, String> {
         .ok_or_else(|| raw.expected("a positive integer"))
 }
 
-fn non_negative_u64(raw: Raw<'_>) -> Result<u64, String> {
+/// A disk size in GiB: a non-negative integer, or one of the words that mean "no disk"
+/// (`0`, `off`, `no`, `false`: the spellings the original accepted, S9.1).
+fn disk_gib(raw: Raw<'_>) -> Result<u64, String> {
+    let off = |text: &str| matches!(text.trim().to_ascii_lowercase().as_str(), "off" | "no" | "false");
     let value = match raw {
         Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),
+        Raw::Toml(toml::Value::Boolean(false)) => Some(0),
+        Raw::Toml(toml::Value::String(text)) if off(text) => Some(0),
+        Raw::Env(text) if off(text) => Some(0),
         Raw::Env(text) => text.trim().parse::<u64>().ok(),
         Raw::Toml(_) => None,
     };
-    value.ok_or_else(|| raw.expected("a non-negative integer"))
+    value.ok_or_else(|| raw.expected("a size in GiB (a non-negative integer), or 0/off/no/false"))
 }
 
 fn string(raw: Raw<'_>) -> Result<String, String> {
@@ -431,9 +437,9 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         key: "vm_disk_gib",
         env: Some("CCVM_VM_DISK_SIZE"),
         env_only: false,
-        help: ">0 attaches an encrypted ephemeral scratch disk at /scratch (0)",
+        help: "GiB of an encrypted, ephemeral scratch disk at /scratch; 0/off/no/false: none (0)",
         apply: |c, r, _| {
-            c.vm_disk_gib = non_negative_u64(r)?;
+            c.vm_disk_gib = disk_gib(r)?;
             Ok(())
         },
     },
@@ -441,7 +447,8 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         key: "scratch_dir",
         env: Some("CCVM_SCRATCH_DIR"),
         env_only: false,
-        help: "where the scratch disk image lives ($XDG_CACHE_HOME/ccvm)",
+        help: "where the scratch disk image lives, on a disk-backed file system \
+               ($XDG_CACHE_HOME/ccvm; tmpfs is refused unless CCVM_SCRATCH_ALLOW_TMPFS=1)",
         apply: |c, r, ctx| {
             c.scratch_dir = absolute_path(r, ctx.home)?;
             Ok(())

@@ -94,6 +94,23 @@ pub fn ensure_below(base: &Path, path: &Path, what: &'static str) -> Result<(), 
     Ok(())
 }
 
+/// The RAM-backed file system `dir` (or its nearest existing parent) is on, if it is on one:
+/// a scratch disk there would be neither a disk nor bounded by it (S9.1).
+pub fn ram_backed(dir: &Path) -> Option<&'static str> {
+    use nix::sys::statfs::{FsType, TMPFS_MAGIC, statfs};
+    // linux/magic.h; nix names no RAMFS_MAGIC.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let kind = statfs(existing).ok()?.filesystem_type();
+    if kind == TMPFS_MAGIC {
+        Some("tmpfs")
+    } else if kind == RAMFS_MAGIC {
+        Some("ramfs")
+    } else {
+        None
+    }
+}
+
 /// A name nobody can guess: 16 hex digits from the kernel's random source.
 fn random_suffix() -> Result<String, Error> {
     use std::io::Read;

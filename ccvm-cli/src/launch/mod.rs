@@ -85,7 +85,16 @@ pub fn run(plan: &LaunchPlan) -> Result<u8, Error> {
     let debug = plan.session.debug;
     let manifest = &plan.seed.manifest;
     let stop = Stop::install()?;
-    let run_dir = RunDir::create(plan.run_dir(), debug, &manifest.api_key_variable)?;
+    let disk = plan.vm.scratch_disk.as_ref();
+    let run_dir = RunDir::create(
+        plan.run_dir(),
+        debug,
+        disk.map(|d| Path::new(&d.path)),
+        &manifest.api_key_variable,
+    )?;
+    if let Some(disk) = disk {
+        run_dir.create_disk(disk.size_gib)?;
+    }
     let seed_dir = Path::new(&plan.seed.dir);
     let rules = seed::link_rules(
         Path::new(&manifest.user.home),

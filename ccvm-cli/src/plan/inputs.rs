@@ -92,6 +92,15 @@ pub fn gather<'a>(
     argv: &'a [OsString],
 ) -> Result<PlanInputs<'a>, Error> {
     let facts = host::base_facts(env)?;
+    if config.vm_disk_gib > 0
+        && env.get("CCVM_SCRATCH_ALLOW_TMPFS").is_none_or(|v| v != "1")
+        && let Some(kind) = dirs::ram_backed(&config.scratch_dir)
+    {
+        return Err(Error::ScratchInRam {
+            dir: config.scratch_dir.clone(),
+            kind,
+        });
+    }
     let identity = run_identity(config, env)?;
     let images_dir = images::images_dir(env)?;
     boundary::check_project_holds_none_of(

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use ccvm_plugin_api::guest::paths::SEED_TAG;
+use ccvm_plugin_api::guest::paths::{SCRATCH_MOUNT, SEED_TAG};
+use ccvm_plugin_api::guest::setup::scratch_header_line;
 use ccvm_plugin_api::seed::{CONTEXT_FILE, GuestUser, SEED_VERSION, SeedManifest, SessionMode};
 use ccvm_plugin_api::{
     BackendPlan, Command, ControlEndpoint, HostFacts, PolicyPlan, RemoteForward, SeedFile,
@@ -39,12 +40,9 @@ fn session_header(config: &RunConfig, policies: &[PolicyPlan]) -> String {
          knowledge worth keeping in the codebase (for example the project's CLAUDE.md or docs)."
             .to_owned()
     });
+    // The guest swaps this line for one that says so if it cannot set the disk up (S9.2).
     lines.push(if config.vm_disk_gib > 0 {
-        format!(
-            "- /scratch is an encrypted {} GiB scratch disk for large temporary files; it is \
-             erased at exit.",
-            config.vm_disk_gib
-        )
+        scratch_header_line(config.vm_disk_gib, None)
     } else {
         "- There is no /scratch disk; large temporary files go to RAM (/tmp).".to_owned()
     });
@@ -88,11 +86,23 @@ pub fn seed_manifest(
     policies: &[PolicyPlan],
     forward: Option<&RemoteForward>,
 ) -> SeedManifest {
-    let mut setup_steps: Vec<SetupStep> = policies
+    // The scratch disk first: the guest sets it up before writing the session header.
+    let scratch = spec.scratch_disk.as_ref().map(|disk| SetupStep::ScratchDisk {
+        mount: SCRATCH_MOUNT.to_owned(),
+        size_gib: disk.size_gib,
+    });
+    // sshd's permitted forward comes from the one `remote_forward` alone, the scratch disk
+    // from ccvm's own plan alone: a policy cannot ask for either as a step.
+    let from_policies = policies
         .iter()
         .flat_map(|p| p.setup_steps.iter().cloned())
-        .filter(|step| !matches!(step, SetupStep::SshdPermitListen { .. }))
-        .collect();
+        .filter(|step| {
+            !matches!(
+                step,
+                SetupStep::SshdPermitListen { .. } | SetupStep::ScratchDisk { .. }
+            )
+        });
+    let mut setup_steps: Vec<SetupStep> = scratch.into_iter().chain(from_policies).collect();
     setup_steps.extend(forward.map(|forward| SetupStep::SshdPermitListen {
         listen: forward.listen.clone(),
     }));

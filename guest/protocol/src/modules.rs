@@ -31,6 +31,12 @@ pub fn shares(transport: ShareTransport) -> &'static [&'static str] {
     }
 }
 
+/// The encrypted scratch disk: device-mapper crypt, its cipher mode and the file system.
+pub const SCRATCH: [&str; 3] = ["dm_crypt", "xts", "ext4"];
+/// Faster implementations the scratch disk uses when the kernel has them (an x86 AES-NI
+/// cipher, a crc32c for ext4's checksums); absent ones are skipped.
+pub const SCRATCH_OPTIONAL: [&str; 3] = ["aesni_intel", "crc32c_intel", "crc32c_generic"];
+
 /// The network and entropy devices, loaded from the root image.
 pub const DEVICES: [&str; 2] = ["virtio_net", "virtio_rng"];
 

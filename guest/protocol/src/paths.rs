@@ -20,5 +20,13 @@ pub const AGENT_SHELL: &str = "/bin/bash";
 pub const SSHD_CONFIG: &str = "etc/ssh/ccvm_sshd_config";
 pub const SSHD_HOST_KEY: &str = "etc/ssh/ccvm_host_ed25519";
 pub const SSHD_AUTHORIZED_KEYS: &str = "etc/ssh/ccvm_authorized_keys";
+/// The virtio-blk serial of the read-only root image: the guest finds its disks by serial,
+/// not by the order they were probed in.
+pub const ROOT_DISK_SERIAL: &str = "ccvm-root";
+/// The virtio-blk serial of the scratch disk (S9).
+pub const SCRATCH_DISK_SERIAL: &str = "ccvm-scratch";
+/// Where the scratch disk is mounted for the agent.
+pub const SCRATCH_MOUNT: &str = "/scratch";
+
 /// Port the guest's sshd listens on.
 pub const SSH_PORT: u16 = 22;

@@ -30,6 +30,11 @@ pub enum SetupStep {
     /// this step it permits no forwarding at all (S10.4). ccvm adds it from a policy's
     /// `PolicyPlan::remote_forward` (plugin API), at most one per session.
     SshdPermitListen { listen: String },
+    /// An encrypted, ephemeral scratch disk (S9.2): the disk whose serial is
+    /// [`crate::paths::SCRATCH_DISK_SERIAL`] gets LUKS2 with a key from the guest's own entropy
+    /// (never written anywhere, never sent to the host), ext4, and is mounted at `mount` for
+    /// the agent. If any of it fails, the session starts without it and says so.
+    ScratchDisk { mount: String, size_gib: u64 },
 }
 
 /// Who owns an installed file.
@@ -38,6 +43,23 @@ pub enum SetupStep {
 pub enum GuestOwner {
     Root,
     Agent,
+}
+
+/// The session header's line about the scratch disk (S5.6): what the host writes when it
+/// plans one (`failure: None`), and what the guest puts in its place when setting the disk up
+/// failed, so the header only ever describes a `/scratch` that is really mounted.
+pub fn scratch_header_line(size_gib: u64, failure: Option<&str>) -> String {
+    match failure {
+        None => format!(
+            "- /scratch is an encrypted {size_gib} GiB scratch disk for large temporary files; \
+             its key exists only in this VM's memory, so everything on it is gone when the \
+             session ends."
+        ),
+        Some(why) => format!(
+            "- A /scratch disk was asked for but could not be set up ({why}); there is no \
+             /scratch, and large temporary files go to RAM (/tmp)."
+        ),
+    }
 }
 
 /// Checks that a forward address is a loopback `host:port` or an absolute socket path made of

@@ -286,3 +286,10 @@ pub fn run_real_claude(binary: &Path, args: &[&str]) -> String {
         .expect("the real claude runs");
     String::from_utf8(output.stdout).expect("UTF-8 help")
 }
+
+/// The uid a session's agent has in the guest: the host user's, which is [`TEST_UID`] when the
+/// tests run as root (ccvm then runs as that user).
+pub fn session_uid() -> u32 {
+    let uid = nix::unistd::getuid();
+    if uid.is_root() { TEST_UID } else { uid.as_raw() }
+}
