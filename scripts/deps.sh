@@ -12,6 +12,9 @@ packages=(
     qemu-system-x86 qemu-system-arm openssh-client
     # the terminal tests drive ccvm in tmux
     tmux
+    # the clipboard tests: a host X clipboard (Xvfb + xclip) and a headless Wayland one
+    # (sway + wl-clipboard); ccvm itself needs only one of xclip / wl-clipboard, at run time
+    xvfb xclip wl-clipboard sway
     # the image builder
     mmdebstrap squashfs-tools-ng
     # building the Rust virtiofsd (virtio-fs shares)

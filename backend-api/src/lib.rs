@@ -44,7 +44,7 @@ pub use ccvm_guest_protocol as guest;
 /// re-exported so a plugin depends on this crate alone.
 pub use ccvm_guest_protocol::{
     AllowRule, FirewallRules, GuestOwner, NetworkAttachment, PlannedShare, SetupStep,
-    ShareTransport, seed,
+    ShareTransport, clipboard, seed,
 };
 
 /// Re-exported so plugins can read their `settings` without depending on it themselves.

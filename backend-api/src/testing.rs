@@ -64,6 +64,7 @@ pub fn example_facts(programs: &[&str]) -> HostFacts {
         git_global_config: None,
         tsc_khz: Some(2_095_076),
         user_namespaces: Some(crate::NamespaceFact::Usable),
+        variables: BTreeMap::new(),
     }
 }
 
@@ -80,6 +81,7 @@ pub fn example_policy_input(settings: serde_json::Value) -> PolicyInput {
             shell: false,
             guest_dns: Some("10.0.2.3".to_owned()),
             guest_gateway: Some("10.0.2.2".to_owned()),
+            run_dir: Some("/run/user/1000/ccvm/run-1".to_owned()),
         },
     }
 }

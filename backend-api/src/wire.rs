@@ -147,6 +147,10 @@ pub struct Requirements {
     /// namespaces (virtiofsd's `--sandbox=namespace`).
     #[serde(default)]
     pub user_namespaces: bool,
+    /// Host environment variables whose presence matters (`DISPLAY` for a clipboard tool).
+    /// Only whether each is set and non-empty is reported, never its value.
+    #[serde(default)]
+    pub variables: Vec<String>,
 }
 
 impl Requirements {
@@ -162,6 +166,7 @@ impl Requirements {
         extend_unique(&mut self.programs, other.programs);
         extend_unique(&mut self.resolve, other.resolve);
         extend_unique(&mut self.read_files, other.read_files);
+        extend_unique(&mut self.variables, other.variables);
         self.git_global_config |= other.git_global_config;
         self.tsc_khz |= other.tsc_khz;
         self.user_namespaces |= other.user_namespaces;
@@ -195,6 +200,9 @@ pub struct HostFacts {
     /// Whether a helper can be sandboxed in namespaces; `None` when not asked.
     #[serde(default)]
     pub user_namespaces: Option<NamespaceFact>,
+    /// Requested variable → whether it is set and non-empty in ccvm's environment.
+    #[serde(default)]
+    pub variables: BTreeMap<String, bool>,
 }
 
 /// Whether this user can create the namespaces a sandboxed helper needs.
@@ -212,6 +220,11 @@ impl HostFacts {
     /// The path of a requested program, if the host found it.
     pub fn program(&self, name: &str) -> Option<&str> {
         self.programs.get(name).and_then(|p| p.as_deref())
+    }
+
+    /// Whether a requested environment variable is set and non-empty.
+    pub fn variable_set(&self, name: &str) -> bool {
+        self.variables.get(name).copied().unwrap_or(false)
     }
 }
 
@@ -324,6 +337,10 @@ pub struct SessionInfo {
     /// the host's own loopback as the guest sees it (`10.0.2.2`).
     #[serde(default)]
     pub guest_gateway: Option<String>,
+    /// The per-run private directory (mode 0700, created at launch), where a policy's host
+    /// service puts its Unix socket.
+    #[serde(default)]
+    pub run_dir: Option<String>,
 }
 
 /// A policy's answer.
@@ -410,7 +427,9 @@ pub struct HostService {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum HostServiceKind {
-    /// Answers image-only clipboard requests on a per-run Unix socket (S8).
+    /// Answers image-only clipboard requests on a per-run Unix socket in the run directory
+    /// (S8), reading the host clipboard with `tool` (the absolute path of `wl-paste` or
+    /// `xclip`).
     ClipboardImages { socket: String, tool: String },
 }
 

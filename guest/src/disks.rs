@@ -32,7 +32,9 @@ pub fn wait_for_disk(serial: &str) -> Result<PathBuf, String> {
             return Ok(device);
         }
         if Instant::now() > deadline {
-            return Err(format!("no disk with serial {serial} within {DEVICE_TIMEOUT:?}"));
+            return Err(format!(
+                "no disk with serial {serial} within {DEVICE_TIMEOUT:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -60,5 +62,4 @@ mod tests {
         );
         assert_eq!(disk_by_serial(dir.path(), "other"), None);
     }
-
 }

@@ -16,8 +16,8 @@ use ccvm_guest_protocol::cmdline::{GuestParams, VirtioTransport};
 use ccvm_guest_protocol::paths::{
     DONE_FIFO, ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL, SEED_DIR, SEED_TAG, SESSION_DIR, SSHD_CONFIG,
 };
-use ccvm_guest_protocol::setup::scratch_header_line;
 use ccvm_guest_protocol::seed::{ARGV_FILE, MANIFEST_FILE};
+use ccvm_guest_protocol::setup::scratch_header_line;
 use ccvm_guest_protocol::{NetworkAttachment, PlannedShare, SetupStep, ShareTransport};
 use ccvm_guest_protocol::{SeedManifest, SessionMode, markers};
 use nix::mount::{MsFlags, mount};
@@ -86,7 +86,6 @@ fn root_fstype(device: &str) -> Result<&'static str, String> {
     }
 }
 
-
 /// Initramfs → overlay root: tmpfs upper over the read-only image, then switch into it.
 fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
     let initramfs_modules = modules::module_dir(Path::new("/"));
@@ -108,13 +107,7 @@ fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
     for dir in ["/overlay/lower", "/overlay/upper", "/overlay/work"] {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
     }
-    mount_fs(
-        &disk,
-        "/overlay/lower",
-        fstype,
-        MsFlags::MS_RDONLY,
-        None,
-    )?;
+    mount_fs(&disk, "/overlay/lower", fstype, MsFlags::MS_RDONLY, None)?;
     mount_fs(
         "overlay",
         "/newroot",
@@ -174,7 +167,9 @@ fn scratch_disk(manifest: &SeedManifest) -> Option<(String, String)> {
             None
         }
         Err(why) => {
-            log(&format!("scratch disk not set up: {why}; the session runs without {mount}"));
+            log(&format!(
+                "scratch disk not set up: {why}; the session runs without {mount}"
+            ));
             Some((
                 scratch_header_line(size_gib, None),
                 scratch_header_line(size_gib, Some(&why)),
@@ -413,7 +408,9 @@ fn boot() -> Result<u32, String> {
                         manifest.user.uid, manifest.user.gid
                     )),
                 )?;
-                let replace = scratch_fixup.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+                let replace = scratch_fixup
+                    .as_ref()
+                    .map(|(a, b)| (a.as_str(), b.as_str()));
                 setup::claude_home(root, seed, seed_dir, &manifest.user, replace)
                     .map_err(|e| e.to_string())?;
             }

@@ -7,6 +7,7 @@
 //!
 //! It must never take a command from the ssh client: the seed is the only source of argv.
 
+mod clipboard;
 mod disks;
 mod firewall;
 mod init;
@@ -25,12 +26,7 @@ fn main() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let code = match name.as_str() {
-        "xclip" | "wl-paste" => {
-            eprintln!(
-                "{name}: image paste from the host clipboard is not available in this version of ccvm"
-            );
-            1
-        }
+        "xclip" | "wl-paste" => clipboard::run(&name, &args.collect::<Vec<_>>()),
         _ if std::process::id() == 1 => init::run(),
         _ => match args.next().and_then(|a| a.into_string().ok()).as_deref() {
             Some("session") => session::run(),

@@ -108,7 +108,15 @@ pub fn setup(device: &Path, mount_point: &str, user: &GuestUser) -> Result<(), S
     )
     .and_then(|()| {
         cryptsetup(
-            &["open", "--type", "luks2", "--key-file", "-", &device, MAPPING],
+            &[
+                "open",
+                "--type",
+                "luks2",
+                "--key-file",
+                "-",
+                &device,
+                MAPPING,
+            ],
             &key,
         )
     });

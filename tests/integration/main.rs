@@ -7,6 +7,7 @@
 //! runs first; a missing library fails the test with that instruction.
 
 mod cli;
+mod clipboard;
 mod config;
 mod image;
 mod passthrough;

@@ -73,7 +73,7 @@ fn q35_plan_uses_virtio_pci() {
         .json();
     let args = args_of(&plan);
     assert!(value_after(&args, "-machine")[0].starts_with("q35"));
-    assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root"));
+    assert!(value_after(&args, "-device").contains(&"virtio-blk-pci,drive=root,serial=ccvm-root"));
     assert!(!value_after(&args, "-append")[0].contains("tsc_early_khz"));
 }
 
@@ -497,7 +497,11 @@ fn a_scratch_disk_on_tmpfs_is_refused_unless_allowed() {
         "{}",
         out.stderr
     );
-    assert!(out.hint_line().contains("CCVM_SCRATCH_ALLOW_TMPFS=1"), "{}", out.stderr);
+    assert!(
+        out.hint_line().contains("CCVM_SCRATCH_ALLOW_TMPFS=1"),
+        "{}",
+        out.stderr
+    );
     assert!(!scratch.exists(), "nothing is created for a refused disk");
 
     let plan = world

@@ -5,6 +5,7 @@
 //! skip into a failure, as `.ci/run` does.
 
 mod boot;
+mod clipboard;
 mod egress;
 mod hardening;
 mod scratch;

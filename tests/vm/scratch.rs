@@ -98,7 +98,10 @@ exit 0
     });
     let mut lines = Vec::new();
     let deadline = Instant::now() + SESSION_LIMIT;
-    while !lines.iter().any(|l: &String| l.starts_with("check: written=")) {
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("check: written="))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => lines.push(line),
@@ -179,12 +182,16 @@ fn sigkill_of_ccvm_removes_the_scratch_image() {
             .unwrap_or_default()
     };
     let mounted = waits_until(SESSION_LIMIT, || {
-        consoles().iter().any(|c| {
-            std::fs::read_to_string(c).is_ok_and(|t| t.contains("ccvm-guest: ready"))
-        })
+        consoles()
+            .iter()
+            .any(|c| std::fs::read_to_string(c).is_ok_and(|t| t.contains("ccvm-guest: ready")))
     });
     assert!(mounted, "the guest never became ready");
-    assert_eq!(disk_images(&world).len(), 1, "the image exists while running");
+    assert_eq!(
+        disk_images(&world).len(),
+        1,
+        "the image exists while running"
+    );
     child.kill().expect("SIGKILL ccvm");
     let _ = child.wait();
     assert!(
@@ -229,7 +236,11 @@ echo "check: promise=$(grep -c 'encrypted 3 GiB' "$HOME/.claude/CLAUDE.md")"
     });
     assert_eq!(session.value("scratch"), "absent");
     assert_eq!(session.value("header"), "1", "{:?}", session.lines);
-    assert_eq!(session.value("promise"), "0", "the header still promised /scratch");
+    assert_eq!(
+        session.value("promise"),
+        "0",
+        "the header still promised /scratch"
+    );
     assert!(
         session.console.contains("scratch disk not set up"),
         "{}",

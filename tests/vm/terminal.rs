@@ -75,10 +75,16 @@ impl Tmux {
     /// Starts `ccvm args` in a `COLS`×`ROWS` pane with the world's environment, `FAKE_KEY`,
     /// and `TERM=term` (`None`: the pane's own `tmux-256color`).
     fn start(world: &World, term: Option<&str>, args: &[&str]) -> Tmux {
-        let ccvm = world
-            .ccvm()
-            .env("ANTHROPIC_API_KEY", FAKE_KEY)
-            .into_command();
+        Tmux::start_with(world, term, args, &[])
+    }
+
+    /// [`Tmux::start`] with more variables for ccvm (`DISPLAY`).
+    fn start_with(world: &World, term: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Tmux {
+        let mut ccvm = world.ccvm().env("ANTHROPIC_API_KEY", FAKE_KEY);
+        for (key, value) in env {
+            ccvm = ccvm.env(key, *value);
+        }
+        let ccvm = ccvm.into_command();
         let tmux = Tmux {
             socket: world.path("tmux.sock"),
             config: world.path("tmux.conf"),
@@ -302,7 +308,12 @@ fn shell_world() -> Option<World> {
 /// Starts the real Claude Code and waits for its prompt, failing at once on the "Detected a
 /// custom API key" dialog (the key must be taken without asking, S6.1).
 fn claude_at_its_prompt(world: &World) -> Tmux {
-    let tmux = Tmux::start(world, None, &[]);
+    claude_at_its_prompt_with(world, &[])
+}
+
+/// [`claude_at_its_prompt`] with more variables for ccvm.
+fn claude_at_its_prompt_with(world: &World, env: &[(&str, &str)]) -> Tmux {
+    let tmux = Tmux::start_with(world, None, &[], env);
     tmux.wait_for("Claude Code's empty prompt", PROMPT_LIMIT, |screen| {
         assert!(
             !screen.contains("Detected a custom API key"),
@@ -368,6 +379,30 @@ fn real_claude_exits_0_on_ctrl_c_twice() {
     // short window after the first, which a slow TCG guest can outlast between two polls.
     tmux.keys(&["C-c", "C-c"]);
     assert_eq!(tmux.exit_status(REACTION_LIMIT), 0, "{}", tmux.screen());
+}
+
+/// S8.1: Ctrl+V with a PNG on the host clipboard (a real X server, a real `xclip` owner)
+/// attaches it in the real Claude Code in the VM as it does natively: `[Image #1]` in the
+/// prompt line (what Claude Code 2.1.330 draws on the host for the same paste).
+#[test]
+fn real_claude_attaches_the_host_clipboard_image_on_ctrl_v() {
+    let Some(mut x) = crate::clipboard::HostClipboard::x11() else {
+        return;
+    };
+    x.offer(Some("image/png"), &crate::clipboard::png(64, 48));
+    let Some(world) = claude_world() else { return };
+    let (variable, display) = x.variable();
+    let tmux = claude_at_its_prompt_with(&world, &[(variable, &display)]);
+    let pressed = Instant::now();
+    tmux.keys(&["C-v"]);
+    let screen = tmux.wait_for("the pasted image in the prompt line", REACTION_LIMIT, |s| {
+        prompt_lines(s) == ["[Image #1]"]
+    });
+    eprintln!(
+        "terminal: `[Image #1]` {:.1} s after Ctrl+V:\n{screen}",
+        pressed.elapsed().as_secs_f64()
+    );
+    // Dropping the tmux server hangs up ccvm, which tears the VM down.
 }
 
 /// Edits a command line with a cursor key before running it: `echo abc`, two Lefts, `X`.

@@ -94,7 +94,7 @@ mod tests {
         assert!(append.starts_with("panic=-1 quiet "), "{append}");
         let devices = argv_after(args, "-device");
         assert!(
-            devices.contains(&"virtio-blk-device,drive=root"),
+            devices.contains(&"virtio-blk-device,drive=root,serial=ccvm-root"),
             "{devices:?}"
         );
         assert!(devices.iter().all(|d| !d.contains("-pci")), "{devices:?}");

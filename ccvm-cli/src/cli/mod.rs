@@ -39,7 +39,10 @@ pub enum Action {
     },
     /// `--ccvm-reap DIR`: internal, removes a session's run directory once its stdin closes,
     /// which happens when the ccvm that started it exits in any way, SIGKILL included.
-    Reap { dir: PathBuf, disk: PathBuf },
+    Reap {
+        dir: PathBuf,
+        disk: PathBuf,
+    },
 }
 
 /// A parsed command line.
@@ -137,7 +140,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             }
             Effect::Reap => {
                 let (Some(dir), Some(disk)) = (args.next(), args.next()) else {
-                    return Err(Error::usage("--ccvm-reap needs DIR and DISK (`-` for none)"));
+                    return Err(Error::usage(
+                        "--ccvm-reap needs DIR and DISK (`-` for none)",
+                    ));
                 };
                 set_action(
                     Action::Reap {

@@ -399,8 +399,7 @@ mod tests {
         }
         for bad in ["-1", "8G", "yes", "1.5"] {
             let mut config = RunConfig::defaults(&env(&[]));
-            let error =
-                apply_env(&mut config, &env(&[("CCVM_VM_DISK_SIZE", bad)])).expect_err(bad);
+            let error = apply_env(&mut config, &env(&[("CCVM_VM_DISK_SIZE", bad)])).expect_err(bad);
             assert!(error.to_string().contains("CCVM_VM_DISK_SIZE"), "{error}");
         }
         let (_dir, path) = with_file("vm_disk_gib = \"off\"\n");

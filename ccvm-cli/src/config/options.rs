@@ -62,7 +62,12 @@ fn positive_u32(raw: Raw<'_>) -> Result<u32, String> {
 /// A disk size in GiB: a non-negative integer, or one of the words that mean "no disk"
 /// (`0`, `off`, `no`, `false`: the spellings the original accepted, S9.1).
 fn disk_gib(raw: Raw<'_>) -> Result<u64, String> {
-    let off = |text: &str| matches!(text.trim().to_ascii_lowercase().as_str(), "off" | "no" | "false");
+    let off = |text: &str| {
+        matches!(
+            text.trim().to_ascii_lowercase().as_str(),
+            "off" | "no" | "false"
+        )
+    };
     let value = match raw {
         Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),
         Raw::Toml(toml::Value::Boolean(false)) => Some(0),

@@ -211,6 +211,10 @@ pub fn run(
             format!("{e}; fix: {}", e.hint().unwrap_or_default()),
         ),
     }
+    match clipboard(config.clipboard_images, env) {
+        Ok(detail) => report.add(Level::Ok, "clipboard", detail),
+        Err(detail) => report.add(Level::Warn, "clipboard", detail),
+    }
     report.add(
         Level::Ok,
         "host-run files",
@@ -333,5 +337,31 @@ fn explain_destinations(
             &destination.text,
             verdict.explanation,
         );
+    }
+}
+
+/// The clipboard line: `Ok` with the tool the bridge would use, `Err` with why image paste
+/// will not work.
+fn clipboard(images: bool, env: &Env) -> Result<String, String> {
+    if !images {
+        return Ok(
+            "image paste is off (clipboard.images = false or CCVM_CLIPBOARD_IMAGES=0)".to_owned(),
+        );
+    }
+    let mut facts = ccvm_plugin_api::HostFacts::default();
+    crate::host::gather(
+        &mut facts,
+        &ccvm_policy_clipboard::bridge_requirements(),
+        env,
+    );
+    match ccvm_policy_clipboard::host_tool(&facts) {
+        Ok(tool) => Ok(format!(
+            "{} ({} is set): Ctrl+V in the VM pastes images from this clipboard ({} only; \
+             never text)",
+            tool.path,
+            tool.display_variable,
+            ccvm_plugin_api::clipboard::IMAGE_TYPES.join(", ")
+        )),
+        Err(why) => Err(format!("image paste into the VM will not work: {why}")),
     }
 }

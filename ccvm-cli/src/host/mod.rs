@@ -124,6 +124,39 @@ pub fn gather(facts: &mut HostFacts, requirements: &Requirements, env: &Env) {
     if requirements.user_namespaces && facts.user_namespaces.is_none() {
         facts.user_namespaces = Some(probes::user_namespaces(env));
     }
+    // Presence only: a plugin learns whether `DISPLAY` is set, never what it holds.
+    for name in &requirements.variables {
+        let set = env.get(name).is_some_and(|v| !v.is_empty());
+        facts.variables.insert(name.clone(), set);
+    }
+}
+
+/// The variables a host clipboard tool gets, and nothing else: what it needs to find the
+/// display and be let in (S8).
+pub const DISPLAY_VARIABLES: [&str; 4] = [
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "XDG_RUNTIME_DIR",
+];
+
+/// The [`DISPLAY_VARIABLES`] set (non-empty, UTF-8) in `env`. Without `XAUTHORITY`, xclip's
+/// X library would look in `$HOME/.Xauthority`; that file is named explicitly instead of
+/// passing `HOME`.
+pub fn display_environment(env: &Env) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = DISPLAY_VARIABLES
+        .iter()
+        .filter_map(|name| {
+            let value = env.get(name)?.to_str().filter(|v| !v.is_empty())?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
+    if !vars.contains_key("XAUTHORITY")
+        && let Some(home) = env.home().and_then(|h| h.to_str().map(str::to_owned))
+    {
+        vars.insert("XAUTHORITY".to_owned(), format!("{home}/.Xauthority"));
+    }
+    vars
 }
 
 /// A host path a plugin named, `~/` meaning the home directory.

@@ -58,8 +58,10 @@ fn command(planned: &PlannedCommand, log: &Path, scrub: &[&str]) -> Result<Comma
     Ok(command)
 }
 
+/// Sets `PR_SET_PDEATHSIG = SIGKILL` for the process `command` starts (also used for the
+/// clipboard responder's tool).
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
     // async-signal-safe; it allocates nothing and touches no lock.
     unsafe {

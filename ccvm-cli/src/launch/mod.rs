@@ -3,6 +3,7 @@
 //! keys, starts the machine, waits for the guest's ready marker, runs `ssh -tt` in the
 //! foreground and returns claude's exit status, tearing everything down on every path.
 
+mod clipboard;
 pub mod machine;
 mod run_dir;
 pub mod seed;
@@ -106,6 +107,8 @@ pub fn run(plan: &LaunchPlan) -> Result<u8, Error> {
     }
     let ssh_keygen = planned_program(plan.session.ssh_keygen.as_deref(), "ssh-keygen")?;
     seed::generate_keys(Path::new(&ssh_keygen), &run_dir.path, seed_dir)?;
+    // The clipboard bridge's responder (S8); it stops when dropped, before the run directory.
+    let _clipboard = clipboard::start(&plan.host_services, &plan.session.service_env);
 
     // `persist_claude_projects`: the host side of the share must exist before QEMU opens it.
     for share in &plan.machine.shares {

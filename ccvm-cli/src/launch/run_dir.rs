@@ -113,10 +113,7 @@ impl Drop for RunDir {
 /// Whether `path` is something of ours the reaper may remove: named as ccvm names it, not a
 /// link, of the right kind, owned by us.
 fn reapable(path: &Path, names: &dyn Fn(&str) -> bool, directory: bool) -> bool {
-    let named = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(names);
+    let named = path.file_name().and_then(|n| n.to_str()).is_some_and(names);
     let ours = fs::symlink_metadata(path).is_ok_and(|m| {
         let kind = if directory { m.is_dir() } else { m.is_file() };
         kind && m.uid() == nix::unistd::getuid().as_raw()

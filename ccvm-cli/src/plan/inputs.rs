@@ -128,6 +128,7 @@ pub fn gather<'a>(
         ssh: host::find_program("ssh", env),
         ssh_keygen: host::find_program("ssh-keygen", env),
         timings_file: env.abs_path("CCVM_TIMINGS"),
+        display_env: host::display_environment(env),
     })
 }
 

@@ -13,8 +13,10 @@ pub mod accel;
 pub mod inputs;
 mod machine;
 mod policies;
+mod services;
 mod session;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -119,6 +121,9 @@ pub struct SessionPlan {
     pub ssh_keygen: Option<String>,
     /// `CCVM_TIMINGS`: where the launcher writes when each phase was reached.
     pub timings_file: Option<PathBuf>,
+    /// The environment of a host service's tool (the display variables, for the clipboard
+    /// responder's `xclip` / `wl-paste`); empty when no service is planned.
+    pub service_env: BTreeMap<String, String>,
 }
 
 /// The seed bundle.
@@ -198,6 +203,8 @@ pub struct PlanInputs<'a> {
     pub ssh: Option<PathBuf>,
     pub ssh_keygen: Option<PathBuf>,
     pub timings_file: Option<PathBuf>,
+    /// The display variables a clipboard tool needs ([`crate::host::display_environment`]).
+    pub display_env: BTreeMap<String, String>,
 }
 
 /// The questions the planner asks the host on the way.
@@ -225,6 +232,7 @@ struct SessionHalf {
     planned: policies::Planned,
     ssh: Command,
     seed: SeedPlan,
+    services: Vec<HostService>,
 }
 
 /// Plans one launch: the machine, then the session, then the plan that holds both.
@@ -304,7 +312,13 @@ fn plan_session_half(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<SessionHalf, Error> {
     let config = inputs.config;
-    let session = policies::session_info(config, half.backend.name(), &half.caps, &half.machine);
+    let session = policies::session_info(
+        config,
+        half.backend.name(),
+        &half.caps,
+        &half.machine,
+        &half.spec.run_dir,
+    );
     let planned = policies::plan_policies(inputs.registry, config, &session, facts, host)?;
     diagnostics.extend(planned.diagnostics.iter().cloned());
     if !inputs.api_key_set {
@@ -336,7 +350,21 @@ fn plan_session_half(
         ),
         files: session::seed_files(&planned.plans, context),
     };
-    Ok(SessionHalf { planned, ssh, seed })
+    let services = services::checked(
+        planned
+            .plans
+            .iter()
+            .flat_map(|p| p.host_services.iter().cloned())
+            .collect(),
+        &inputs.identity.run_dir,
+        facts,
+    )?;
+    Ok(SessionHalf {
+        planned,
+        ssh,
+        seed,
+        services,
+    })
 }
 
 fn assemble(
@@ -345,7 +373,18 @@ fn assemble(
     session: SessionHalf,
     diagnostics: Vec<Diagnostic>,
 ) -> LaunchPlan {
-    let SessionHalf { planned, ssh, seed } = session;
+    let SessionHalf {
+        planned,
+        ssh,
+        seed,
+        services,
+    } = session;
+    // The display variables reach the launcher only for a tool that needs them.
+    let service_env = if services.is_empty() {
+        BTreeMap::new()
+    } else {
+        inputs.display_env
+    };
     LaunchPlan {
         ccvm_version: env!("CARGO_PKG_VERSION"),
         plugin_api_version: ccvm_plugin_api::API_VERSION,
@@ -355,11 +394,7 @@ fn assemble(
         image: machine.image,
         vm: machine.spec,
         capabilities: machine.caps,
-        host_services: planned
-            .plans
-            .iter()
-            .flat_map(|p| p.host_services.iter().cloned())
-            .collect(),
+        host_services: services,
         machine: machine.machine,
         session: SessionPlan {
             argv: inputs.argv.iter().map(ArgRepr::from).collect(),
@@ -367,6 +402,7 @@ fn assemble(
             debug: inputs.config.debug,
             ssh_keygen: inputs.ssh_keygen.map(|p| p.display().to_string()),
             timings_file: inputs.timings_file,
+            service_env,
         },
         seed,
         host_reads: planned.host_reads,

@@ -22,6 +22,7 @@ pub fn session_info(
     backend: &str,
     caps: &Capabilities,
     machine: &BackendPlan,
+    run_dir: &str,
 ) -> SessionInfo {
     let (guest_dns, guest_gateway) = match &machine.network {
         NetworkAttachment::UserMode { dns, gateway, .. } => {
@@ -38,6 +39,7 @@ pub fn session_info(
         shell: config.shell,
         guest_dns,
         guest_gateway,
+        run_dir: Some(run_dir.to_owned()),
     }
 }
 

@@ -87,10 +87,13 @@ pub fn seed_manifest(
     forward: Option<&RemoteForward>,
 ) -> SeedManifest {
     // The scratch disk first: the guest sets it up before writing the session header.
-    let scratch = spec.scratch_disk.as_ref().map(|disk| SetupStep::ScratchDisk {
-        mount: SCRATCH_MOUNT.to_owned(),
-        size_gib: disk.size_gib,
-    });
+    let scratch = spec
+        .scratch_disk
+        .as_ref()
+        .map(|disk| SetupStep::ScratchDisk {
+            mount: SCRATCH_MOUNT.to_owned(),
+            size_gib: disk.size_gib,
+        });
     // sshd's permitted forward comes from the one `remote_forward` alone, the scratch disk
     // from ccvm's own plan alone: a policy cannot ask for either as a step.
     let from_policies = policies

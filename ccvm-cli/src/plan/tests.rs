@@ -100,6 +100,7 @@ fn memlock_warning_only_when_the_limit_is_below_guest_memory() {
 }
 
 mod whole_plan {
+    use std::collections::BTreeMap;
     use std::ffi::OsString;
     use std::path::{Path, PathBuf};
 
@@ -176,6 +177,7 @@ mod whole_plan {
             ssh: Some(PathBuf::from("/opt/fake/bin/ssh")),
             ssh_keygen: Some(PathBuf::from("/opt/fake/bin/ssh-keygen")),
             timings_file: None,
+            display_env: BTreeMap::from([("DISPLAY".to_owned(), ":0".to_owned())]),
         };
         let mut host = FakeHost { asked: Vec::new() };
         let plan = plan(inputs, &mut host).expect("plans");

@@ -10,6 +10,7 @@
 //! Plain data and pure functions: no I/O, nothing that could not run in a static PID 1.
 #![forbid(unsafe_code)]
 
+pub mod clipboard;
 pub mod cmdline;
 pub mod firewall;
 pub mod machine;

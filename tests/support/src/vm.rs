@@ -291,5 +291,9 @@ pub fn run_real_claude(binary: &Path, args: &[&str]) -> String {
 /// tests run as root (ccvm then runs as that user).
 pub fn session_uid() -> u32 {
     let uid = nix::unistd::getuid();
-    if uid.is_root() { TEST_UID } else { uid.as_raw() }
+    if uid.is_root() {
+        TEST_UID
+    } else {
+        uid.as_raw()
+    }
 }
