@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ccvm_test_support::tmux::Tmux;
 use ccvm_test_support::vm;
 use ccvm_test_support::world::World;
 
@@ -81,6 +82,7 @@ impl Sizes {
 fn main() {
     let mut quick = false;
     let mut out = None;
+    let mut baseline = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -88,9 +90,10 @@ fn main() {
             "--bench" => {}
             "--quick" => quick = true,
             "--out" => out = args.next().map(PathBuf::from),
+            "--baseline" => baseline = args.next().map(PathBuf::from),
             other => {
                 eprintln!(
-                    "bench: unknown argument `{other}`; usage: sessions [--quick] [--out FILE]"
+                    "bench: unknown argument `{other}`; usage: sessions [--quick] [--out FILE] [--baseline CCVM]"
                 );
                 std::process::exit(2);
             }
@@ -118,10 +121,30 @@ fn main() {
     let started = Instant::now();
     let mut report = Report::new(quick, &image);
 
+    match vm::real_image() {
+        Ok(real) => {
+            let backends: &[&str] = if quick {
+                &["microvm"]
+            } else {
+                &["microvm", "q35"]
+            };
+            for backend in backends {
+                eprintln!("bench: the real Claude Code's first frame, {backend}");
+                real_first_frame(&mut report, &real, backend, sizes.runs, baseline.as_deref());
+            }
+            eprintln!("bench: the claude binary's cold and warm start in the guest");
+            claude_cold_warm(&mut report, &real, sizes.runs.min(3));
+        }
+        Err(reason) => report.failures.push(format!(
+            "the real Claude Code sections cannot run: {reason}"
+        )),
+    }
     for backend in ["microvm", "q35"] {
         eprintln!("bench: time to first output, {backend}");
         first_output(&mut report, &image, backend, sizes.runs);
     }
+    eprintln!("bench: scratch disk cost");
+    scratch_disk(&mut report, &image, sizes.runs);
     eprintln!("bench: host preparation");
     host_preparation(&mut report, &image, &sizes);
     eprintln!("bench: plugins from disk vs built in");
@@ -375,14 +398,26 @@ fn finish(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus
 
 /// A `ccvm` session command in `world` with piped output and `CCVM_TIMINGS`.
 fn session(world: &World, backend: &str, args: &[&str]) -> (Command, PathBuf) {
+    session_with(world, backend, args, &[])
+}
+
+fn session_with(
+    world: &World,
+    backend: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Command, PathBuf) {
     let timings = world.path("runtime/timings.json");
     let _ = fs::remove_file(&timings);
-    let mut command = world
+    let mut ccvm = world
         .ccvm()
         .args(["--backend", backend])
         .args(args)
-        .env("CCVM_TIMINGS", &timings)
-        .into_command();
+        .env("CCVM_TIMINGS", &timings);
+    for (key, value) in env {
+        ccvm = ccvm.env(key, *value);
+    }
+    let mut command = ccvm.into_command();
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -397,6 +432,229 @@ fn plan_json(world: &World, backend: &str) -> serde_json::Value {
         .run()
         .expect_code(0);
     out.json()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 0. What the user waits for: the real Claude Code's first frame
+
+/// Claude Code's first frame on a first run (no key, no `~/.claude.json`): drawn before any
+/// network use, natively and in the guest alike.
+const FIRST_FRAME: &str = "Welcome to Claude Code";
+/// The terminal the frame is drawn in.
+const PANE: (u16, u16) = (100, 30);
+/// From start to the first frame; a loaded machine takes minutes.
+const FRAME_LIMIT: Duration = Duration::from_secs(300);
+
+/// `command` with `program` in place of its own (same arguments, directory, environment).
+fn with_program(command: &Command, program: &Path) -> Command {
+    let mut other = Command::new(program);
+    other.args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        other.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => other.env(key, value),
+            None => other.env_remove(key),
+        };
+    }
+    other
+}
+
+/// Seconds from starting `command` in a tmux pane to [`FIRST_FRAME`] on its screen, and the
+/// screen; then the pane's server is ended (ccvm gets SIGHUP and tears its VM down) and the
+/// world's run directories are waited for, so runs do not overlap.
+fn first_frame(world: &World, command: &Command) -> Result<f64, String> {
+    let tmux = Tmux::start(world, command, None, PANE);
+    let frame = tmux.poll(FRAME_LIMIT, Duration::from_millis(50), |s| {
+        s.contains(FIRST_FRAME)
+    });
+    let started = tmux.started;
+    drop(tmux);
+    let runs = world.path("runtime/ccvm");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_dir(&runs).is_ok_and(|mut d| d.next().is_some()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match frame {
+        Ok((_, at)) => Ok(at.duration_since(started).as_secs_f64()),
+        Err(screen) => Err(format!("no first frame within {FRAME_LIMIT:?}:\n{screen}")),
+    }
+}
+
+/// A fresh, empty home for one native run, owned by the user the panes run as.
+fn native_home(world: &World, run: usize) -> PathBuf {
+    let home = world.path(&format!("native-home-{run}"));
+    fs::create_dir_all(&home).expect("mkdir");
+    if nix::unistd::getuid().is_root() {
+        let id = Some(vm::TEST_UID);
+        std::os::unix::fs::chown(&home, id, id).expect("chown");
+    }
+    home
+}
+
+/// `ccvm` to the real Claude Code's first frame in a terminal, against the same binary
+/// started natively on the host (and, with `--baseline`, another ccvm), alternating.
+fn real_first_frame(
+    report: &mut Report,
+    image: &Path,
+    backend: &str,
+    runs: usize,
+    baseline: Option<&Path>,
+) {
+    let Some(binary) = vm::real_claude_binary() else {
+        report
+            .failures
+            .push("the real claude binary could not be extracted".to_owned());
+        return;
+    };
+    let world = World::for_vm();
+    world.config("acceleration = \"tcg\"\n");
+    vm::install_image(image, &world.path("cache"), "default");
+    world.hand_over();
+    let timings = world.path("runtime/timings.json");
+    let ccvm = world
+        .ccvm()
+        .args(["--backend", backend])
+        .env("CCVM_TIMINGS", &timings)
+        .into_command();
+    let project = ccvm.get_current_dir().map(Path::to_owned);
+    let (mut ours, mut booted, mut native, mut theirs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let _ = fs::remove_file(&timings);
+        let start = epoch();
+        match first_frame(&world, &ccvm) {
+            Ok(secs) => {
+                ours.push(secs);
+                let ready = fs::read_to_string(&timings)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<BTreeMap<String, f64>>(&t).ok())
+                    .and_then(|marks| marks.get("ready").copied());
+                if let Some(ready) = ready {
+                    booted.push(ready - start);
+                }
+            }
+            Err(e) => report
+                .failures
+                .push(format!("{backend} ccvm run {run}: {e}")),
+        }
+        let mut claude = Command::new(&binary);
+        claude
+            .env("HOME", native_home(&world, run))
+            .env("PATH", "/usr/bin:/bin")
+            .env("LANG", "C.UTF-8");
+        if let Some(dir) = &project {
+            claude.current_dir(dir);
+        }
+        match first_frame(&world, &claude) {
+            Ok(secs) => native.push(secs),
+            Err(e) => report.failures.push(format!("native run {run}: {e}")),
+        }
+        if let Some(baseline) = baseline {
+            let _ = fs::remove_file(&timings);
+            match first_frame(&world, &with_program(&ccvm, baseline)) {
+                Ok(secs) => theirs.push(secs),
+                Err(e) => report.failures.push(format!("baseline run {run}: {e}")),
+            }
+        }
+    }
+    let after_ready: Vec<f64> = ours.iter().zip(&booted).map(|(a, b)| a - b).collect();
+    let text = &mut report.text;
+    let _ = writeln!(
+        text,
+        "\n## The real Claude Code's first frame: `{backend}` ({runs} alternating runs each)\n\n\
+         What the user waits for: from starting the command in a {}×{} tmux pane until \
+         \"{FIRST_FRAME}\" is on the screen (a first run: no key, no `~/.claude.json`, so \
+         Claude Code draws before any network use). ccvm boots the real image `{}` (tcg); \
+         natively, the same `claude` binary (extracted from that image) runs on the host with an \
+         empty home.\n\n| | time | ratio to native |\n|---|---|---|",
+        PANE.0,
+        PANE.1,
+        image
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+    );
+    let _ = writeln!(
+        text,
+        "| `ccvm`: start → guest ready (sshd listening) | {} | |",
+        cell(&booted)
+    );
+    let _ = writeln!(
+        text,
+        "| `ccvm`: guest ready → ssh, claude starts, first frame | {} | |",
+        cell(&after_ready)
+    );
+    let _ = writeln!(
+        text,
+        "| **`ccvm` to the first frame** | **{}** | **{}** |",
+        cell(&ours),
+        ratio(&ours, &native)
+    );
+    if let Some(baseline) = baseline {
+        let _ = writeln!(
+            text,
+            "| baseline `{}` to the first frame | {} | {} |",
+            baseline.display(),
+            cell(&theirs),
+            ratio(&theirs, &native)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "| native `claude` to the first frame | {} | 1.0× |",
+        cell(&native)
+    );
+}
+
+/// `claude --version` twice in one guest: the first pages the binary in from the image,
+/// the second finds it in the page cache.
+fn claude_cold_warm(report: &mut Report, image: &Path, runs: usize) {
+    let world = vm::image_world(image, "acceleration = \"tcg\"\n", |_| {});
+    let script = "for i in 1 2; do s=$(date +%s%N); claude --version >/dev/null 2>&1; \
+                  e=$(date +%s%N); echo \"claude-version: $(( (e - s) / 1000000 ))\"; done";
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (mut command, _) = session(&world, "microvm", &["--shell", "-c", script]);
+        let output = command.output().map_err(|e| e.to_string());
+        let times: Vec<f64> = output
+            .iter()
+            .flat_map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .into_owned()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| {
+                l.strip_prefix("claude-version: ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|ms| ms / 1000.0)
+            .collect();
+        match times.as_slice() {
+            [first, second] => {
+                cold.push(*first);
+                warm.push(*second);
+            }
+            _ => report
+                .failures
+                .push(format!("claude --version run {run}: {output:?}")),
+        }
+    }
+    let _ = writeln!(
+        report.text,
+        "\n## The claude binary in the guest: cold and warm start (`microvm`, {runs} boots)\n\n\
+         `claude --version` right after boot (paged in from the read-only root image) and \
+         again (from the page cache).\n\n| | time |\n|---|---|\n| cold | {} |\n| warm | {} |\n\
+         | **ratio cold / warm** | **{}** |",
+        cell(&cold),
+        cell(&warm),
+        ratio(&cold, &warm)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +682,7 @@ fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
     let mut total = Vec::new();
     let mut bare_times = Vec::new();
     for run in 0..runs {
-        match ccvm_first_output(&world, backend) {
+        match ccvm_first_output(&world, backend, &[]) {
             Ok((parts, whole)) => {
                 for (samples, part) in phases.iter_mut().zip(parts) {
                     samples.push(part);
@@ -471,8 +729,12 @@ fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
 }
 
 /// The durations of [`PHASES`] and the total of one ccvm run.
-fn ccvm_first_output(world: &World, backend: &str) -> Result<(Vec<f64>, f64), String> {
-    let (mut command, timings) = session(world, backend, &["-p", "hi"]);
+fn ccvm_first_output(
+    world: &World,
+    backend: &str,
+    env: &[(&str, &str)],
+) -> Result<(Vec<f64>, f64), String> {
+    let (mut command, timings) = session_with(world, backend, &["-p", "hi"], env);
     let start = epoch();
     let mut child = command.spawn().map_err(|e| format!("ccvm: {e}"))?;
     let lines = lines_of(&mut child);
@@ -508,6 +770,59 @@ fn ccvm_first_output(world: &World, backend: &str) -> Result<(Vec<f64>, f64), St
         previous = at;
     }
     Ok((parts, first - start))
+}
+
+/// The size of the scratch disk the benchmark attaches.
+const SCRATCH_GIB: &str = "8";
+
+/// What an encrypted scratch disk (S9) adds to a session's start: the guest agent's phase
+/// (LUKS2 format and open, ext4, mount) and the whole time to first output, with and without
+/// the disk, alternating.
+fn scratch_disk(report: &mut Report, image: &Path, runs: usize) {
+    let world = vm::image_world(image, "", |_| {});
+    let agent = PHASES
+        .iter()
+        .position(|(phase, _)| *phase == "sshd_starting")
+        .expect("the agent phase");
+    let (mut agent_off, mut agent_on, mut total_off, mut total_on) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        for (disk, agent_times, totals) in [
+            ("0", &mut agent_off, &mut total_off),
+            (SCRATCH_GIB, &mut agent_on, &mut total_on),
+        ] {
+            match ccvm_first_output(&world, "microvm", &[("CCVM_VM_DISK_SIZE", disk)]) {
+                Ok((parts, whole)) => {
+                    agent_times.push(parts[agent]);
+                    totals.push(whole);
+                }
+                Err(e) => report
+                    .failures
+                    .push(format!("scratch disk {disk} GiB run {run}: {e}")),
+            }
+        }
+    }
+    let _ = writeln!(
+        report.text,
+        "\n## Scratch disk: what `vm_disk_gib = {SCRATCH_GIB}` adds (`microvm`, {runs} pairs, \
+         alternating)\n\n\
+         The same session (`ccvm -p hi`, stub claude) without a disk and with a fresh {SCRATCH_GIB} GiB \
+         sparse image that the guest formats with LUKS2 and ext4 and mounts at `/scratch`.\n\n\
+         | | no disk | {SCRATCH_GIB} GiB disk | ratio |\n|---|---|---|---|\n\
+         | guest agent: root, modules, seed, setup (scratch disk) | {} | {} | {} |\n\
+         | **time to first output** | **{}** | **{}** | **{}** |\n\
+         | the disk's cost (difference of the medians) | | **{}** | |",
+        cell(&agent_off),
+        cell(&agent_on),
+        ratio(&agent_on, &agent_off),
+        cell(&total_off),
+        cell(&total_on),
+        ratio(&total_on, &total_off),
+        match (stat(&total_on), stat(&total_off)) {
+            (Some(on), Some(off)) => secs(on.median - off.median),
+            _ => "–".to_owned(),
+        },
+    );
 }
 
 /// The plan's machine type, acceleration, CPU, memory, kernel and initramfs, without devices,

@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -328,10 +327,13 @@ fn prepare_session(manifest: &SeedManifest) -> Result<(), String> {
         .map_err(|e| format!("chown {DONE_FIFO}: {e}"))
 }
 
+/// Waits until a socket listens on `port`, read from the kernel's socket tables rather than by
+/// connecting (a probe connection would make sshd fork and re-exec a child for nothing).
 fn wait_listening(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + SSHD_TIMEOUT;
-    while TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_err()
+    while !["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .any(|table| fs::read_to_string(table).is_ok_and(|t| listens(&t, port)))
     {
         if Instant::now() > deadline {
             return Err(format!(
@@ -341,6 +343,17 @@ fn wait_listening(port: u16) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// Whether `/proc/net/tcp{,6}` text has a socket in state LISTEN (`0A`) on local `port`.
+fn listens(table: &str, port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        let state = fields.nth(1).unwrap_or("");
+        local.ends_with(&port) && state == "0A"
+    })
 }
 
 fn boot() -> Result<u32, String> {
@@ -516,5 +529,27 @@ pub fn run() -> i32 {
             Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => fatal(&format!("waitpid: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listens;
+
+    /// Lines as Linux 6.1 prints them: one socket listening on 2024, one connected from 22.
+    const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 640 1 0000000095000f7c 100 0 0 10 0
+   1: 0100007F:0016 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 641 1 0000000095000f7d 100 0 0 10 0
+";
+
+    #[test]
+    fn a_port_listens_only_in_state_listen() {
+        assert!(listens(TABLE, 2024));
+        assert!(
+            !listens(TABLE, 22),
+            "an established connection is not a listener"
+        );
+        assert!(!listens(TABLE, 0x7E8 + 1));
+        assert!(!listens("", 2024));
     }
 }

@@ -40,7 +40,7 @@ fn microvm_plan_runs_the_qemu_on_path_with_mmio_and_ttys0() {
     );
     let args = args_of(&plan);
     assert!(value_after(&args, "-machine")[0].starts_with("microvm,"));
-    assert_eq!(value_after(&args, "-cpu"), ["max"]);
+    assert_eq!(value_after(&args, "-cpu"), ["max,erms=off,fsrm=off"]);
     let append = value_after(&args, "-append")[0];
     assert!(
         append.contains("console=ttyS0") && append.contains("tsc_early_khz="),

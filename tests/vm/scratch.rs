@@ -132,11 +132,10 @@ exit 0
     std::fs::write(world.path("project/continue"), "").expect("signal the guest");
     let (output, in_time) = vm::output_within(child, SESSION_LIMIT);
     assert!(in_time, "the session did not end");
-    lines.extend(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| l.trim_end_matches('\r').to_owned()),
-    );
+    // The rest of the session's output, which the reader thread has (it ends at EOF).
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+    }
     let value = |key: &str| {
         lines
             .iter()

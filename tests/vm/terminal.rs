@@ -6,12 +6,9 @@
 //!
 //! Every wait polls the screen with a deadline; a failure prints the last screen.
 
-use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ccvm_test_support::tmux::{self, Tmux, has_line};
 use ccvm_test_support::vm;
 use ccvm_test_support::world::World;
 
@@ -30,11 +27,6 @@ const COLS: u16 = 100;
 const ROWS: u16 = 30;
 /// Claude Code's prompt line starts with `❯` and a no-break space.
 const PROMPT: &str = "❯\u{a0}";
-
-/// `text` quoted for sh.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
 
 /// Lines of `screen` that are Claude Code's prompt line, without the prompt sign. Several
 /// are on screen after a resume (the frame drawn before the suspension stays above).
@@ -56,225 +48,21 @@ fn rule_widths(screen: &str) -> Vec<usize> {
         .collect()
 }
 
-fn has_line(screen: &str, line: &str) -> bool {
-    screen.lines().any(|l| l.trim_end() == line)
-}
-
-/// A private tmux server (its socket in the world) showing one `ccvm` in one pane. It runs
-/// as the world's user: when the tests run as root, ccvm runs as the test user (S11.3), and
-/// a tmux server serves its own user only.
-struct Tmux {
-    socket: PathBuf,
-    config: PathBuf,
-    home: PathBuf,
-    exit_file: PathBuf,
-    started: Instant,
-}
-
-impl Tmux {
-    /// Starts `ccvm args` in a `COLS`×`ROWS` pane with the world's environment, `FAKE_KEY`,
-    /// and `TERM=term` (`None`: the pane's own `tmux-256color`).
-    fn start(world: &World, term: Option<&str>, args: &[&str]) -> Tmux {
-        Tmux::start_with(world, term, args, &[])
+/// Starts `ccvm args` in a `COLS`×`ROWS` pane with the world's environment, `FAKE_KEY`, more
+/// variables (`DISPLAY`), and `TERM=term` (`None`: the pane's own `tmux-256color`).
+fn ccvm_pane(world: &World, term: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Tmux {
+    let mut ccvm = world.ccvm().env("ANTHROPIC_API_KEY", FAKE_KEY).args(args);
+    for (key, value) in env {
+        ccvm = ccvm.env(key, *value);
     }
-
-    /// [`Tmux::start`] with more variables for ccvm (`DISPLAY`).
-    fn start_with(world: &World, term: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Tmux {
-        let mut ccvm = world.ccvm().env("ANTHROPIC_API_KEY", FAKE_KEY);
-        for (key, value) in env {
-            ccvm = ccvm.env(key, *value);
-        }
-        let ccvm = ccvm.into_command();
-        let tmux = Tmux {
-            socket: world.path("tmux.sock"),
-            config: world.path("tmux.conf"),
-            home: world.home(),
-            exit_file: world.path("ccvm-exit"),
-            started: Instant::now(),
-        };
-        std::fs::write(
-            &tmux.config,
-            "set -g default-terminal tmux-256color\nset -g remain-on-exit on\nset -g status off\n",
-        )
-        .expect("write tmux.conf");
-        let mut script = String::from("#!/bin/sh\n");
-        let project = ccvm.get_current_dir().expect("ccvm runs in the project");
-        script.push_str(&format!(
-            "cd {} || exit 1\n",
-            quoted(&project.to_string_lossy())
-        ));
-        if let Some(term) = term {
-            script.push_str(&format!("TERM={}; export TERM\n", quoted(term)));
-        }
-        script.push_str(&quoted(&ccvm.get_program().to_string_lossy()));
-        for arg in args {
-            script.push(' ');
-            script.push_str(&quoted(arg));
-        }
-        script.push_str(&format!(
-            "\necho \"EXIT=$?\" > {}\n",
-            quoted(&tmux.exit_file.to_string_lossy())
-        ));
-        let script_path = world.path("run-ccvm.sh");
-        std::fs::write(&script_path, script).expect("write the pane's script");
-        // The server keeps the environment it starts with, and the pane inherits it: the
-        // world's variables and the key reach ccvm without appearing in any argv.
-        let envs: Vec<(OsString, OsString)> = ccvm
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-            .collect();
-        let out = tmux
-            .command()
-            .envs(envs)
-            .args(["new-session", "-d", "-s", "ccvm", "-x"])
-            .arg(COLS.to_string())
-            .arg("-y")
-            .arg(ROWS.to_string())
-            .arg(format!("sh {}", quoted(&script_path.to_string_lossy())))
-            .output()
-            .expect("tmux runs");
-        assert!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    /// A tmux client of this server, as the test user.
-    fn command(&self) -> Command {
-        let mut command = Command::new("tmux");
-        command
-            .env_clear()
-            .env("HOME", &self.home)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LANG", "C.UTF-8")
-            .env("SHELL", "/bin/sh")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("-f")
-            .arg(&self.config)
-            .stdin(Stdio::null());
-        if nix::unistd::getuid().is_root() {
-            command.uid(vm::TEST_UID).gid(vm::TEST_UID);
-        }
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.command().args(args).output().expect("tmux runs");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "ccvm"])
-    }
-
-    /// Named keys (`C-z`, `Enter`, `Left`).
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "ccvm"];
-        args.extend(keys);
-        self.run(&args);
-    }
-
-    /// Literal text, as if typed.
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "ccvm", "-l", "--", text]);
-    }
-
-    fn resize(&self, cols: u16, rows: u16) {
-        self.run(&[
-            "resize-window",
-            "-t",
-            "ccvm",
-            "-x",
-            &cols.to_string(),
-            "-y",
-            &rows.to_string(),
-        ]);
-    }
-
-    /// Polls the screen until `done` holds; panics with the last screen after `limit`.
-    fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not on the screen within {limit:?}; the last screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// Waits until the shell shows its prompt with nothing typed after it. Input typed
-    /// earlier could be lost: vim and less discard pending input when they leave.
-    fn shell_prompt(&self, limit: Duration) {
-        self.wait_for("the shell's prompt", limit, |s| {
-            s.lines()
-                .map(str::trim_end)
-                .rfind(|l| !l.is_empty())
-                .is_some_and(|l| l.ends_with('$'))
-        });
-    }
-
-    /// At the shell's prompt, types `command` and Enter, then waits for a line equal to
-    /// `expected`.
-    fn shell(&self, command: &str, expected: &str, limit: Duration) -> String {
-        self.shell_prompt(limit);
-        self.type_text(command);
-        self.keys(&["Enter"]);
-        self.wait_for(&format!("{expected:?} from `{command}`"), limit, |s| {
-            has_line(s, expected)
-        })
-    }
-
-    /// ccvm's exit status, once the pane's script has recorded it.
-    fn exit_status(&self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&self.exit_file)
-                && let Some(code) = text.trim().strip_prefix("EXIT=")
-            {
-                return code.parse().expect("a number");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ccvm did not exit within {limit:?}; the last screen:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    /// Ends the server; the pane's ccvm gets SIGHUP and tears its VM down.
-    fn drop(&mut self) {
-        let _ = self.command().arg("kill-server").output();
-    }
-}
-
-/// Why tmux cannot run here, if it cannot.
-fn tmux_missing() -> Option<String> {
-    which::which("tmux")
-        .is_err()
-        .then(|| "`tmux` is not installed (package tmux; scripts/deps.sh installs it)".to_owned())
+    Tmux::start(world, &ccvm.into_command(), term, (COLS, ROWS))
 }
 
 /// A world booting the real image, whose host `~/.claude.json` has finished onboarding and
 /// trusts the project (what the real Claude Code needs, with an approved key, to reach its
 /// prompt offline). `None` after printing why when it cannot run.
 fn claude_world() -> Option<World> {
-    if let Some(reason) = tmux_missing() {
+    if let Some(reason) = tmux::missing() {
         vm::skip(&reason);
         return None;
     }
@@ -298,7 +86,7 @@ fn claude_world() -> Option<World> {
 
 /// A world booting the stub image for `--shell` sessions.
 fn shell_world() -> Option<World> {
-    if let Some(reason) = tmux_missing() {
+    if let Some(reason) = tmux::missing() {
         vm::skip(&reason);
         return None;
     }
@@ -313,7 +101,7 @@ fn claude_at_its_prompt(world: &World) -> Tmux {
 
 /// [`claude_at_its_prompt`] with more variables for ccvm.
 fn claude_at_its_prompt_with(world: &World, env: &[(&str, &str)]) -> Tmux {
-    let tmux = Tmux::start_with(world, None, &[], env);
+    let tmux = ccvm_pane(world, None, &[], env);
     tmux.wait_for("Claude Code's empty prompt", PROMPT_LIMIT, |screen| {
         assert!(
             !screen.contains("Detected a custom API key"),
@@ -426,7 +214,7 @@ fn assert_line_editor_works(tmux: &Tmux) {
 #[test]
 fn shell_with_term_xterm_ghostty_falls_back_and_runs_vim_and_less_and_sees_resizes() {
     let Some(world) = shell_world() else { return };
-    let tmux = Tmux::start(&world, Some("xterm-ghostty"), &["--shell"]);
+    let tmux = ccvm_pane(&world, Some("xterm-ghostty"), &["--shell"], &[]);
     tmux.shell("echo ready-$((6 * 7))", "ready-42", SHELL_LIMIT);
     let screen = tmux.screen();
     assert!(
@@ -487,7 +275,7 @@ fn shell_with_term_xterm_ghostty_falls_back_and_runs_vim_and_less_and_sees_resiz
 #[test]
 fn shell_with_term_wezterm_falls_back_and_the_guest_approved_only_the_key_suffix() {
     let Some(world) = shell_world() else { return };
-    let tmux = Tmux::start(&world, Some("wezterm"), &["--shell"]);
+    let tmux = ccvm_pane(&world, Some("wezterm"), &["--shell"], &[]);
     tmux.shell("echo ready-$((6 * 7))", "ready-42", SHELL_LIMIT);
     assert_line_editor_works(&tmux);
     // The guest's ~/.claude.json lists the key's last 20 characters, never the key (S6.1).

@@ -170,6 +170,10 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
         "-cpu",
         match spec.acceleration {
             Acceleration::Kvm => "host",
+            // TCG emulates `rep movsb` a byte at a time; without ERMS/FSRM the guest kernel
+            // copies (page cache, squashfs, user copies) with wider moves, which TCG runs far
+            // faster (bench/RESULTS.md).
+            Acceleration::Tcg if flavor.guest_arch == "x86_64" => "max,erms=off,fsrm=off",
             Acceleration::Tcg => "max",
         },
     );

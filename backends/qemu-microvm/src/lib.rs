@@ -86,7 +86,7 @@ mod tests {
         let args = &plan.hypervisor.args;
         assert_eq!(plan.hypervisor.program, "/usr/bin/qemu-system-x86_64");
         assert!(argv_after(args, "-machine")[0].starts_with("microvm,"));
-        assert_eq!(argv_after(args, "-cpu"), ["max"]);
+        assert_eq!(argv_after(args, "-cpu"), ["max,erms=off,fsrm=off"]);
         assert_eq!(argv_after(args, "-accel"), ["tcg"]);
         let append = argv_after(args, "-append")[0];
         assert!(append.contains("console=ttyS0"), "{append}");

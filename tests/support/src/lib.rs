@@ -2,11 +2,12 @@
 //! share: a private [`world::World`] to run the real `ccvm` executable in (home, XDG
 //! directories, project, a controlled `PATH`), the [`world::Ccvm`] invocation builder, and for
 //! VM tests ([`vm`]) skipping with a printed reason, the stub and real images, and running a
-//! process with a hard deadline.
+//! process with a hard deadline; a private tmux terminal ([`tmux`]).
 //!
 //! Test code only: it may panic, and never touches anything outside the worlds it creates and
 //! the image cache it is pointed at.
 
+pub mod tmux;
 pub mod vm;
 pub mod world;
 
