@@ -935,7 +935,11 @@ fn host_preparation(report: &mut Report, image: &Path, sizes: &Sizes) {
         sizes.prep_reps
     );
     for (name, files, bytes) in homes {
-        let world = vm::image_world(image, "", |w| fill_claude(&w.home(), files, bytes));
+        // Planned in this process, so the world stays this user's (not handed over).
+        let world = World::new();
+        fill_claude(&world.home(), files, bytes);
+        world.config(&format!("image = \"{}\"\n", vm::STUB_IMAGE));
+        vm::install_stub_image(image, &world.path("cache"));
         let (mut plan_t, mut seed_t, mut keys_t, mut total_t) = (vec![], vec![], vec![], vec![]);
         let mut staged = 0;
         for _ in 0..sizes.prep_reps {
