@@ -471,11 +471,7 @@ fn first_frame(world: &World, command: &Command) -> Result<f64, String> {
     });
     let started = tmux.started;
     drop(tmux);
-    let runs = world.path("runtime/ccvm");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fs::read_dir(&runs).is_ok_and(|mut d| d.next().is_some()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_teardown(world);
     match frame {
         Ok((_, at)) => Ok(at.duration_since(started).as_secs_f64()),
         Err(screen) => Err(format!("no first frame within {FRAME_LIMIT:?}:\n{screen}")),
@@ -491,6 +487,46 @@ fn native_home(world: &World, run: usize) -> PathBuf {
         std::os::unix::fs::chown(&home, id, id).expect("chown");
     }
     home
+}
+
+/// Seconds from typing `claude` (Enter) at the shell of an already booted `ccvm --shell`
+/// session to [`FIRST_FRAME`]: Claude Code alone in the guest, without ccvm's start.
+fn claude_in_booted_guest(world: &World, ccvm: &Command) -> Result<f64, String> {
+    let mut shell = with_program(ccvm, Path::new(ccvm.get_program()));
+    shell.arg("--shell");
+    let tmux = Tmux::start(world, &shell, None, PANE);
+    let prompt = tmux.poll(FRAME_LIMIT, Duration::from_millis(100), |s| {
+        s.lines()
+            .map(str::trim_end)
+            .rfind(|l| !l.is_empty())
+            .is_some_and(|l| l.ends_with('$'))
+    });
+    let result = match prompt {
+        Err(screen) => Err(format!("no shell prompt within {FRAME_LIMIT:?}:\n{screen}")),
+        Ok(_) => {
+            tmux.type_text("claude");
+            let typed = Instant::now();
+            tmux.keys(&["Enter"]);
+            match tmux.poll(FRAME_LIMIT, Duration::from_millis(50), |s| {
+                s.contains(FIRST_FRAME)
+            }) {
+                Ok((_, at)) => Ok(at.duration_since(typed).as_secs_f64()),
+                Err(screen) => Err(format!("no first frame within {FRAME_LIMIT:?}:\n{screen}")),
+            }
+        }
+    };
+    drop(tmux);
+    wait_for_teardown(world);
+    result
+}
+
+/// Waits (bounded) until no run directory of `world` is left: the last session has gone.
+fn wait_for_teardown(world: &World) {
+    let runs = world.path("runtime/ccvm");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_dir(&runs).is_ok_and(|mut d| d.next().is_some()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `ccvm` to the real Claude Code's first frame in a terminal, against the same binary
@@ -519,8 +555,8 @@ fn real_first_frame(
         .env("CCVM_TIMINGS", &timings)
         .into_command();
     let project = ccvm.get_current_dir().map(Path::to_owned);
-    let (mut ours, mut booted, mut native, mut theirs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut booted, mut native, mut theirs, mut alone) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let _ = fs::remove_file(&timings);
         let start = epoch();
@@ -550,6 +586,12 @@ fn real_first_frame(
         match first_frame(&world, &claude) {
             Ok(secs) => native.push(secs),
             Err(e) => report.failures.push(format!("native run {run}: {e}")),
+        }
+        match claude_in_booted_guest(&world, &ccvm) {
+            Ok(secs) => alone.push(secs),
+            Err(e) => report.failures.push(format!(
+                "{backend} claude in a booted guest, run {run}: {e}"
+            )),
         }
         if let Some(baseline) = baseline {
             let _ = fs::remove_file(&timings);
@@ -605,6 +647,21 @@ fn real_first_frame(
         text,
         "| native `claude` to the first frame | {} | 1.0× |",
         cell(&native)
+    );
+    let _ = writeln!(
+        text,
+        "| `claude` typed into a booted `ccvm --shell` guest, Enter → first frame | {} | {} |",
+        cell(&alone),
+        ratio(&alone, &native)
+    );
+    let share = match (stat(&ours), stat(&alone)) {
+        (Some(o), Some(a)) => secs(o.median - a.median),
+        _ => "–".to_owned(),
+    };
+    let _ = writeln!(
+        text,
+        "| **ccvm's own share** (ccvm to the first frame − claude alone in a booted guest, \
+         medians) | **{share}** | |"
     );
 }
 
