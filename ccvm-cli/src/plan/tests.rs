@@ -57,6 +57,7 @@ fn ssh_uses_public_keys_only_and_forwards_nothing() {
         "ForwardX11=no",
         "ClearAllForwardings=yes",
         "StrictHostKeyChecking=yes",
+        "KexAlgorithms=curve25519-sha256",
         "ServerAliveInterval=30",
     ] {
         assert!(
@@ -85,6 +86,35 @@ fn the_one_remote_forward_reaches_ssh() {
     );
     assert!(options.iter().any(|o| o == "ExitOnForwardFailure=yes"));
     assert!(!options.iter().any(|o| o.starts_with("ClearAllForwardings")));
+}
+
+/// S9.3: a backend that cannot attach a scratch disk refuses one before anything starts,
+/// naming the option; with the capability the same configuration passes.
+#[cfg(feature = "backend-microvm")]
+#[test]
+fn a_backend_without_scratch_disks_refuses_one() {
+    use ccvm_plugin_api::Backend as _;
+    let env = crate::config::Env::from_pairs([]);
+    let config = crate::config::load(&env, &crate::config::FlagLayer::default()).expect("defaults");
+    let config = crate::config::RunConfig {
+        vm_disk_gib: 8,
+        ..config
+    };
+    let mut caps = ccvm_backend_microvm::Microvm.capabilities();
+    let mut diagnostics = Vec::new();
+    super::machine::check_capabilities(&config, "microvm", &caps, None, &mut diagnostics)
+        .expect("microvm attaches scratch disks");
+    caps.scratch_disk = false;
+    let error =
+        super::machine::check_capabilities(&config, "third-party", &caps, None, &mut diagnostics)
+            .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("backend `third-party` cannot attach a scratch disk"),
+        "{error}"
+    );
+    assert_eq!(error.hint().as_deref(), Some("set vm_disk_gib = 0"));
 }
 
 #[test]
