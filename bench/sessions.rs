@@ -6,9 +6,13 @@
 //! comparison is a ratio of two numbers measured side by side in the same run, alternating
 //! where it matters, and reported as medians with min and max.
 //!
-//! Sessions boot the stub image (the test stand-in for claude, which prints its first line at
-//! once) through the real `ccvm` binary, which reports its phases with `CCVM_TIMINGS`. As in the
-//! VM tests, `ccvm` runs as `nobody` when this runs as root.
+//! It leads with what the user waits for: the real Claude Code's first frame in a tmux pane,
+//! through `ccvm` (the real image) against the same binary natively, and Claude Code typed into
+//! an already booted guest, which leaves ccvm's own share (`--baseline CCVM` adds another ccvm
+//! binary, e.g. the previous commit's, to the same alternation). The other sections boot the
+//! stub image (the test stand-in for claude, which prints its first line at once) through the
+//! real `ccvm` binary, which reports its phases with `CCVM_TIMINGS`. As in the VM tests, `ccvm`
+//! runs as `nobody` when this runs as root.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -10,8 +10,8 @@ packages=(
     build-essential git xz-utils
     # the session: hypervisors and the ssh client
     qemu-system-x86 qemu-system-arm openssh-client
-    # the terminal tests drive ccvm in tmux
-    tmux
+    # the terminal tests drive ccvm in tmux; the man page test renders with groff
+    tmux groff-base
     # the clipboard tests: a host X clipboard (Xvfb + xclip) and a headless Wayland one
     # (sway + wl-clipboard); ccvm itself needs only one of xclip / wl-clipboard, at run time
     xvfb xclip wl-clipboard sway

@@ -57,6 +57,21 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
     let invocation = cli::parse(args)?;
     match invocation.action {
         Action::Help => print(&cli::help::text()),
+        Action::Man => print(&cli::man::page()),
+        Action::Completions(shell) => {
+            // The backends this project ships (built in or as separate packages) and any
+            // other built into this binary: a package's completions are generated at build
+            // time, before any plugin library is installed.
+            let mut backends: Vec<String> = cli::completions::SHIPPED_BACKENDS
+                .map(str::to_owned)
+                .to_vec();
+            for backend in plugins::Registry::discover(&[])?.backends() {
+                if !backends.iter().any(|b| b == backend.name()) {
+                    backends.push(backend.name().to_owned());
+                }
+            }
+            print(&cli::completions::script(shell, &backends))
+        }
         Action::Version => print(&format!("ccvm {}\n", env!("CARGO_PKG_VERSION"))),
         Action::VsockProxy { socket, port } => launch::vsock::proxy(&socket, port),
         Action::Reap { dir, disk } => Ok(launch::reap(&dir, &disk)),

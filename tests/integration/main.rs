@@ -8,6 +8,7 @@
 
 mod cli;
 mod clipboard;
+mod completions;
 mod config;
 mod image;
 mod passthrough;

@@ -1,6 +1,6 @@
 //! ccvm's own flags, each declared once (S1.1, S1.3, S1.6): its spelling, the value it takes,
-//! its help text and what it sets. The parser, `--ccvm-help` and (later) the man page and
-//! shell completions all read this table, so none of them can drift from what is accepted.
+//! its help text and what it sets. The parser, `--ccvm-help`, the man page and the shell
+//! completions all read this table, so none of them can drift from what is accepted.
 //!
 //! Everything not in this table reaches claude. The only names without the `--ccvm-` prefix
 //! are `--shell`, `--writable-cwd`, `--read-only-cwd` and `--backend`; a test checks them
@@ -22,6 +22,8 @@ pub enum Effect {
     Plan,
     Doctor,
     Image,
+    Completions,
+    Man,
     /// Internal: ccvm runs itself with these.
     VsockProxy,
     Reap,
@@ -135,6 +137,20 @@ pub const FLAGS: &[FlagDef] = &[
             Effect::Doctor,
         )
     },
+    FlagDef {
+        value: Some("SHELL"),
+        ..action(
+            "--ccvm-completions",
+            "print the completion script for SHELL (bash, zsh or fish): ccvm's flags and \
+             backends; claude's arguments complete as files",
+            Effect::Completions,
+        )
+    },
+    action(
+        "--ccvm-man",
+        "print the man page, ccvm(1), in roff (`ccvm --ccvm-man | man -l -`)",
+        Effect::Man,
+    ),
     FlagDef {
         usage: Some("SOCKET PORT"),
         hidden: true,

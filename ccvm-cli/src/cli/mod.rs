@@ -9,9 +9,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+pub mod completions;
 pub mod flags;
 pub mod help;
 pub mod image;
+pub mod man;
 
 use self::flags::Effect;
 use crate::config::FlagLayer;
@@ -32,6 +34,10 @@ pub enum Action {
     Doctor,
     /// `--ccvm-image ACTION …`: every word after it belongs to the image command.
     Image(Vec<String>),
+    /// `--ccvm-completions SHELL`: print a completion script.
+    Completions(completions::Shell),
+    /// `--ccvm-man`: print the man page.
+    Man,
     /// `--ccvm-vsock-proxy SOCKET PORT`: internal, the ssh ProxyCommand for vsock backends.
     VsockProxy {
         socket: PathBuf,
@@ -116,6 +122,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             Effect::Plugins => set_action(Action::Plugins, name)?,
             Effect::Plan => set_action(Action::Plan, name)?,
             Effect::Doctor => set_action(Action::Doctor, name)?,
+            Effect::Completions => {
+                let shell = completions::Shell::parse(&utf8_value(name, &value()?)?)?;
+                set_action(Action::Completions(shell), name)?;
+            }
+            Effect::Man => set_action(Action::Man, name)?,
             Effect::Image => {
                 let words = args
                     .by_ref()

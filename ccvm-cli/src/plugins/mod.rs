@@ -386,6 +386,11 @@ impl Registry {
             .join(", ")
     }
 
+    /// Every active backend, libraries before built-ins.
+    pub fn backends(&self) -> impl Iterator<Item = &Plugin> {
+        self.active.iter().filter(|p| p.kind == PluginKind::Backend)
+    }
+
     /// Every active policy, libraries before built-ins.
     pub fn policies(&self) -> impl Iterator<Item = &Plugin> {
         self.active.iter().filter(|p| p.kind == PluginKind::Policy)
