@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::vm;
@@ -51,14 +52,16 @@ impl Tmux {
         term: Option<&str>,
         (cols, rows): (u16, u16),
     ) -> Tmux {
+        // A fresh socket per pane: a server just told to exit may still hold the last one.
+        static PANES: AtomicUsize = AtomicUsize::new(0);
+        let n = PANES.fetch_add(1, Ordering::Relaxed);
         let tmux = Tmux {
-            socket: world.path("tmux.sock"),
+            socket: world.path(&format!("tmux-{n}.sock")),
             config: world.path("tmux.conf"),
             home: world.home(),
-            exit_file: world.path("pane-exit"),
+            exit_file: world.path(&format!("pane-{n}.exit")),
             started: Instant::now(),
         };
-        let _ = std::fs::remove_file(&tmux.exit_file);
         std::fs::write(
             &tmux.config,
             "set -g default-terminal tmux-256color\nset -g remain-on-exit on\nset -g status off\n",
@@ -83,7 +86,7 @@ impl Tmux {
             "\necho \"EXIT=$?\" > {}\n",
             quoted(&tmux.exit_file.to_string_lossy())
         ));
-        let script_path = world.path("pane.sh");
+        let script_path = world.path(&format!("pane-{n}.sh"));
         std::fs::write(&script_path, script).expect("write the pane's script");
         // The server keeps the environment it starts with, and the pane inherits it: the
         // command's variables (a key) reach it without appearing in any argv.
