@@ -446,12 +446,23 @@ pub struct Diagnostic {
 pub enum DiagnosticLevel {
     Info,
     Warning,
+    /// Why the plan cannot run on this host; only in a plan made for inspection
+    /// (`--ccvm-plan`), which then exits 1. A plugin's diagnostics are never errors: a plugin
+    /// that cannot plan returns an error instead.
+    Error,
 }
 
 impl Diagnostic {
     pub fn warning(message: impl Into<String>) -> Self {
         Diagnostic {
             level: DiagnosticLevel::Warning,
+            message: message.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Diagnostic {
+            level: DiagnosticLevel::Error,
             message: message.into(),
         }
     }

@@ -101,10 +101,19 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         Action::Plan => {
             let config = config::load(env, &invocation.flags)?;
             let registry = plugins::Registry::discover(&plugins::search_dirs(&config, env))?;
-            let plan = plan::plan_here(&config, &registry, env, &invocation.forwarded)?;
+            let plan = plan::plan_to_inspect(&config, &registry, env, &invocation.forwarded)?;
             print_warnings(&plan);
             let json = serde_json::to_string_pretty(&plan).expect("a plan always serializes");
-            print(&(json + "\n"))
+            print(&(json + "\n"))?;
+            // The plan is printed; why it cannot run here is the exit status.
+            let mut code = 0;
+            for diagnostic in &plan.diagnostics {
+                if diagnostic.level == ccvm_plugin_api::DiagnosticLevel::Error {
+                    eprintln!("ccvm: error: {}", diagnostic.message);
+                    code = 1;
+                }
+            }
+            Ok(code)
         }
         Action::Run => {
             host::refuse_root()?;

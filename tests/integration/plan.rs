@@ -121,6 +121,37 @@ fn cloud_hypervisor_with_tcg_is_refused_before_anything_starts() {
     assert!(out.stdout.is_empty());
 }
 
+/// S1.6: `--ccvm-plan` shows any backend's plan anywhere. On a host without usable KVM (these
+/// machines) cloud-hypervisor's plan is printed, the reason is an error and the status 1, and
+/// the advice never suggests TCG, which that backend cannot use.
+#[test]
+fn cloud_hypervisor_is_planned_for_reading_even_without_kvm() {
+    let out = World::new()
+        .ccvm()
+        .args(["--ccvm-plan", "--backend", "cloud-hypervisor"])
+        .run();
+    let plan = out.json();
+    assert_eq!(plan["backend"]["name"], "cloud-hypervisor", "{plan:#}");
+    assert_eq!(plan["acceleration"]["resolved"], "kvm");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ccvm: error: "))
+        .collect();
+    match out.code {
+        1 => {
+            assert!(!errors.is_empty(), "{}", out.stderr);
+            assert!(
+                !out.stderr.contains("acceleration = \"tcg\""),
+                "{}",
+                out.stderr
+            );
+        }
+        0 => assert!(errors.is_empty(), "{}", out.stderr),
+        code => panic!("exit {code}: {}", out.stderr),
+    }
+}
+
 #[test]
 fn cloud_hypervisor_with_9p_is_refused_naming_the_transport() {
     let out = World::new()

@@ -136,7 +136,8 @@ pub fn run(
             "acceleration",
             format!(
                 "KVM is not usable: {}; sessions run under TCG (slower); fix: {}",
-                problem.reason, problem.fix
+                problem.reason,
+                accel::or_tcg(&problem.fix)
             ),
         ),
     }

@@ -11,7 +11,13 @@ use crate::config::AccelMode;
 use crate::error::Error;
 use crate::host::{Device, KVM_DEVICE, KvmProbe};
 
-/// Why KVM cannot be used, and the fix.
+/// `fix`, or TCG instead: the advice for a backend that can also run under TCG.
+pub fn or_tcg(fix: &str) -> String {
+    format!("{fix}, or use acceleration = \"tcg\"")
+}
+
+/// Why KVM cannot be used, and the fix (without the TCG alternative, which only a backend
+/// that supports TCG may suggest: [`or_tcg`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvmProblem {
     pub reason: String,
@@ -26,7 +32,7 @@ pub fn kvm_problem(probe: &KvmProbe) -> Option<KvmProblem> {
                 "{KVM_DEVICE} does not exist (KVM modules not loaded or virtualization disabled)"
             ),
             fix: "load kvm_intel or kvm_amd and enable virtualization (VT-x / AMD-V) in the \
-                  firmware, or use acceleration = \"tcg\""
+                  firmware"
                 .to_owned(),
         });
     }
@@ -36,7 +42,7 @@ pub fn kvm_problem(probe: &KvmProbe) -> Option<KvmProblem> {
                 "{KVM_DEVICE} is provided by {module}, a software-only KVM that hangs or crashes \
                  stock guest kernels"
             ),
-            fix: "use acceleration = \"tcg\" (or \"auto\", which falls back to it)".to_owned(),
+            fix: "run on a host whose KVM uses hardware virtualization (VT-x / AMD-V)".to_owned(),
         });
     }
     if probe.hardware_virt == Some(false) {
@@ -44,20 +50,18 @@ pub fn kvm_problem(probe: &KvmProbe) -> Option<KvmProblem> {
             reason: "the CPU exposes no hardware virtualization (no vmx or svm flag), so KVM \
                      cannot run ordinary guests"
                 .to_owned(),
-            fix: "enable VT-x / AMD-V (or nested virtualization on a cloud VM), or use \
-                  acceleration = \"tcg\""
-                .to_owned(),
+            fix: "enable VT-x / AMD-V (or nested virtualization on a cloud VM)".to_owned(),
         });
     }
     if let Device::NotWritable { group } = &probe.device {
         let fix = match group {
             Some(group) if group != "root" => format!(
                 "add yourself to the `{group}` group that owns {KVM_DEVICE} \
-                 (`sudo usermod -aG {group} $USER`, then log in again), or use acceleration = \"tcg\""
+                 (`sudo usermod -aG {group} $USER`, then log in again)"
             ),
             _ => format!(
                 "make {KVM_DEVICE} accessible to you (usually by installing your distribution's \
-                 udev rule for the `kvm` group), or use acceleration = \"tcg\""
+                 udev rule for the `kvm` group)"
             ),
         };
         return Some(KvmProblem {
@@ -135,7 +139,11 @@ pub fn resolve(
                 Some(problem) => Err(Error::KvmUnusable {
                     what: "acceleration = \"kvm\" but KVM is not usable".to_owned(),
                     reason: problem.reason,
-                    fix: problem.fix,
+                    fix: if supports(Acceleration::Tcg) {
+                        or_tcg(&problem.fix)
+                    } else {
+                        problem.fix
+                    },
                 }),
             }
         }
@@ -176,11 +184,11 @@ pub fn resolve(
                     what: format!("backend `{backend}` needs KVM, which is not usable here"),
                     reason: problem.reason,
                     fix: if problem.fix.is_empty() {
-                        "choose a QEMU backend (--backend microvm), which can run under TCG"
+                        "choose a QEMU backend (--backend microvm), which runs without KVM"
                             .to_owned()
                     } else {
                         format!(
-                            "{}; or choose a QEMU backend (--backend microvm), which can run under TCG",
+                            "{}; or choose a QEMU backend (--backend microvm), which runs without KVM",
                             problem.fix
                         )
                     },
@@ -339,6 +347,57 @@ mod tests {
         .expect_err("refused");
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("needs KVM"), "{error}");
+    }
+
+    /// A backend that cannot run under TCG is never told to use it, whatever KVM lacks; one
+    /// that can is.
+    #[test]
+    fn only_a_backend_that_runs_under_tcg_is_advised_to_use_it() {
+        let probes = [
+            pvm(),
+            KvmProbe {
+                device: Device::Missing,
+                ..good()
+            },
+            KvmProbe {
+                hardware_virt: Some(false),
+                ..good()
+            },
+            KvmProbe {
+                device: Device::NotWritable {
+                    group: Some("kvm".into()),
+                },
+                ..good()
+            },
+            KvmProbe {
+                device: Device::NotWritable { group: None },
+                ..good()
+            },
+        ];
+        for probe in probes {
+            for mode in [AccelMode::Auto, AccelMode::Kvm] {
+                let error = resolve(
+                    mode,
+                    "cloud-hypervisor",
+                    &caps("host", &[Acceleration::Kvm]),
+                    "x86_64",
+                    || probe.clone(),
+                )
+                .expect_err("no usable KVM");
+                let hint = error.hint().unwrap_or_default();
+                assert!(!hint.contains("tcg"), "{mode:?} {probe:?}: {hint}");
+            }
+            let error = resolve(
+                AccelMode::Kvm,
+                "q35",
+                &caps("x86_64", BOTH),
+                "x86_64",
+                || probe.clone(),
+            )
+            .expect_err("no usable KVM");
+            let hint = error.hint().unwrap_or_default();
+            assert!(hint.contains("acceleration = \"tcg\""), "{probe:?}: {hint}");
+        }
     }
 
     #[test]

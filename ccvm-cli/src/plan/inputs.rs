@@ -129,6 +129,7 @@ pub fn gather<'a>(
         ssh_keygen: host::find_program("ssh-keygen", env),
         timings_file: env.abs_path("CCVM_TIMINGS"),
         display_env: host::display_environment(env),
+        inspect: false,
     })
 }
 
@@ -140,5 +141,20 @@ pub fn plan_here(
     argv: &[OsString],
 ) -> Result<LaunchPlan, Error> {
     let inputs = gather(config, registry, env, argv)?;
+    plan(inputs, &mut LiveHost { env })
+}
+
+/// [`plan_here`] for `--ccvm-plan`: a backend that needs a KVM this host cannot give still
+/// gets its plan, with the reason as an error diagnostic.
+pub fn plan_to_inspect(
+    config: &RunConfig,
+    registry: &Registry,
+    env: &Env,
+    argv: &[OsString],
+) -> Result<LaunchPlan, Error> {
+    let inputs = PlanInputs {
+        inspect: true,
+        ..gather(config, registry, env, argv)?
+    };
     plan(inputs, &mut LiveHost { env })
 }

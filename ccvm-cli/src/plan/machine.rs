@@ -185,14 +185,31 @@ pub fn plan_machine(
     spec: &VmSpec,
     facts: &mut HostFacts,
     host: &mut dyn HostAccess,
+    inspect: Option<&mut Vec<Diagnostic>>,
 ) -> Result<BackendPlan, Error> {
     let requirements: Requirements = backend.call(method::REQUIREMENTS, spec)?;
     host.gather(facts, &requirements);
-    backend.call(
-        method::PLAN,
-        &BackendPlanRequest {
-            spec: spec.clone(),
-            facts: facts.clone(),
-        },
-    )
+    let request = |facts: &HostFacts| BackendPlanRequest {
+        spec: spec.clone(),
+        facts: facts.clone(),
+    };
+    let planned = backend.call(method::PLAN, &request(facts));
+    // A plan to be read that failed for a program this host lacks is made again with the
+    // programs named by their bare names, and the failure becomes its error diagnostic.
+    let (Err(error), Some(diagnostics)) = (&planned, inspect) else {
+        return planned;
+    };
+    let mut named = facts.clone();
+    let mut missing = false;
+    for (name, path) in &mut named.programs {
+        if path.is_none() && requirements.programs.contains(name) {
+            *path = Some(name.clone());
+            missing = true;
+        }
+    }
+    if !missing {
+        return planned;
+    }
+    diagnostics.push(Diagnostic::error(error.to_string()));
+    backend.call(method::PLAN, &request(&named))
 }

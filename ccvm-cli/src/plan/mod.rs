@@ -28,7 +28,7 @@ use ccvm_plugin_api::{
 };
 use serde::Serialize;
 
-pub use self::inputs::{LiveHost, plan_here};
+pub use self::inputs::{LiveHost, plan_here, plan_to_inspect};
 pub use self::machine::memlock_warning;
 use crate::config::{AccelMode, RunConfig};
 use crate::error::Error;
@@ -205,6 +205,9 @@ pub struct PlanInputs<'a> {
     pub timings_file: Option<PathBuf>,
     /// The display variables a clipboard tool needs ([`crate::host::display_environment`]).
     pub display_env: BTreeMap<String, String>,
+    /// A plan to be read, not run (`--ccvm-plan`): an unusable KVM becomes an error
+    /// diagnostic in the plan instead of a refusal.
+    pub inspect: bool,
 }
 
 /// The questions the planner asks the host on the way.
@@ -266,13 +269,27 @@ fn plan_machine_half<'r>(
         inputs.memlock_limit,
         diagnostics,
     )?;
-    let resolved = accel::resolve(
+    let resolved = match accel::resolve(
         config.acceleration,
         backend.name(),
         &caps,
         &facts.host_arch,
         || host.probe_kvm(),
-    )?;
+    ) {
+        // A plan made to be read (`--ccvm-plan`) shows what the backend would run, with the
+        // reason it cannot run here, so any backend can be inspected anywhere.
+        Err(error @ Error::KvmUnusable { .. }) if inputs.inspect => {
+            diagnostics.push(Diagnostic::error(format!(
+                "{error}; fix: {}",
+                error.hint().unwrap_or_default()
+            )));
+            accel::Resolved {
+                acceleration: ccvm_plugin_api::Acceleration::Kvm,
+                warning: None,
+            }
+        }
+        resolved => resolved?,
+    };
     diagnostics.extend(resolved.warning.clone().map(Diagnostic::warning));
     let image = machine::locate_image(config, &caps, facts, &inputs.images_dir, &*host)?;
     if !image.present {
@@ -288,7 +305,13 @@ fn plan_machine_half<'r>(
         facts,
         &inputs.identity,
     )?;
-    let planned = machine::plan_machine(backend, &spec, facts, host)?;
+    let planned = machine::plan_machine(
+        backend,
+        &spec,
+        facts,
+        host,
+        inputs.inspect.then_some(&mut *diagnostics),
+    )?;
     diagnostics.extend(planned.diagnostics.iter().cloned());
     Ok(MachineHalf {
         backend,

@@ -208,6 +208,7 @@ mod whole_plan {
             ssh_keygen: Some(PathBuf::from("/opt/fake/bin/ssh-keygen")),
             timings_file: None,
             display_env: BTreeMap::from([("DISPLAY".to_owned(), ":0".to_owned())]),
+            inspect: false,
         };
         let mut host = FakeHost { asked: Vec::new() };
         let plan = plan(inputs, &mut host).expect("plans");
@@ -253,5 +254,66 @@ mod whole_plan {
                 .any(|r| r.programs.iter().any(|p| p == "qemu-system-x86_64")),
             "the backend's requirements went through the host"
         );
+    }
+
+    /// S1.6 (issue 19): a backend that needs KVM, on a host without it, still gets its plan
+    /// when the plan is only to be read, with the reason as an error diagnostic whose advice
+    /// never suggests TCG; a plan to be run is refused.
+    #[cfg(feature = "backend-cloud-hypervisor")]
+    #[test]
+    fn a_kvm_only_backend_is_planned_for_reading_with_the_reason_and_refused_for_running() {
+        let env = Env::from_pairs([]);
+        let config = crate::config::load(&env, &FlagLayer::default()).expect("defaults");
+        let config = RunConfig {
+            acceleration: crate::config::AccelMode::Auto,
+            backend: "cloud-hypervisor".to_owned(),
+            ..config
+        };
+        let registry = Registry::discover(&[]).expect("built-ins");
+        let inputs = |inspect| PlanInputs {
+            config: &config,
+            registry: &registry,
+            argv: &[],
+            facts: ccvm_plugin_api::testing::example_facts(&[]),
+            identity: RunIdentity {
+                run_dir: PathBuf::from("/run/user/1000/ccvm/run-1"),
+                host_ssh_port: 40_022,
+                vsock_cid: 7,
+                scratch_disk: PathBuf::from("/cache/disk-run-x.img"),
+            },
+            images_dir: PathBuf::from("/cache/ccvm/images"),
+            api_key_set: true,
+            context_text: None,
+            memlock_limit: None,
+            ssh: Some(PathBuf::from("/opt/fake/bin/ssh")),
+            ssh_keygen: Some(PathBuf::from("/opt/fake/bin/ssh-keygen")),
+            timings_file: None,
+            display_env: BTreeMap::new(),
+            inspect,
+        };
+        let error = plan(inputs(false), &mut FakeHost { asked: Vec::new() })
+            .expect_err("no KVM, no session");
+        assert!(error.to_string().contains("needs KVM"), "{error}");
+        let hint = error.hint().unwrap_or_default();
+        assert!(!hint.contains("tcg"), "{hint}");
+
+        let plan = plan(inputs(true), &mut FakeHost { asked: Vec::new() }).expect("a plan");
+        assert_eq!(
+            plan.acceleration.resolved,
+            ccvm_plugin_api::Acceleration::Kvm
+        );
+        assert_eq!(
+            plan.machine.hypervisor.program,
+            "/opt/fake/bin/cloud-hypervisor"
+        );
+        let errors: Vec<&str> = plan
+            .diagnostics
+            .iter()
+            .filter(|d| d.level == ccvm_plugin_api::DiagnosticLevel::Error)
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("needs KVM"), "{errors:?}");
+        assert!(!errors[0].contains("tcg"), "{errors:?}");
     }
 }
