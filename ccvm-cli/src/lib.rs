@@ -82,7 +82,9 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
             Ok(if ready { 0 } else { 1 })
         }
         Action::Image(words) => match cli::image::parse(&words)? {
-            ImageCommand::Build(options) => {
+            ImageCommand::Build(mut options) => {
+                // The configured extra packages are part of every image ccvm builds.
+                options.extra_packages = config::load(env, &invocation.flags)?.extra_packages;
                 let host = host::images::build_host(env, options.stub)?;
                 ccvm_image::build(&options, &host)?;
                 Ok(0)
@@ -148,12 +150,21 @@ fn build_missing_image(plan: &plan::LaunchPlan, env: &Env) -> Result<(), Error> 
         });
     }
     eprintln!(
-        "ccvm: the guest image `{}` is not built yet; building it now (once; usually 3-5 minutes \
+        "ccvm: the guest image `{}` is not built yet{}; building it now (once; usually 3-5 minutes \
          plus the Claude Code download)",
-        plan.image.name
+        plan.image.name,
+        if plan.image.extra_packages.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " with extra_packages {}",
+                plan.image.extra_packages.join(", ")
+            )
+        }
     );
     let options = ccvm_image::BuildOptions {
         name: plan.image.name.clone(),
+        extra_packages: plan.image.extra_packages.clone(),
         ..ccvm_image::BuildOptions::default()
     };
     ccvm_image::build(&options, &host::images::build_host(env, false)?)?;

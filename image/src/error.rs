@@ -58,6 +58,9 @@ pub enum Error {
     #[error("the packed root image is only {bytes} bytes; the root filesystem was empty")]
     EmptyRoot { bytes: u64, logs: PathBuf },
 
+    #[error("the Debian package `{name}` in extra_packages does not exist in {suite}")]
+    UnknownPackage { name: String, suite: String },
+
     #[error("no image named `{name}` (looked for {})", link.display())]
     NoSuchImage { name: String, link: PathBuf },
 
@@ -81,6 +84,10 @@ impl Error {
                     .to_owned(),
             ),
             Error::Step { hint, .. } => Some(hint.clone()),
+            Error::UnknownPackage { suite, .. } => Some(format!(
+                "check the name at https://packages.debian.org/{suite} and fix or remove it in \
+                 extra_packages (or CCVM_EXTRA_PACKAGES)"
+            )),
             Error::Digest { .. } => Some(
                 "the registry (or a mirror or proxy in between) served a different package; \
                  check `npm config get registry` and try again"

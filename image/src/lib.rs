@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::Error;
 pub use kernel::require_static;
-pub use recipe::{CLAUDE_CODE_VERSION, Recipe};
+pub use recipe::{CLAUDE_CODE_VERSION, Recipe, is_debian_package_name, normalized};
 
 use crate::error::io;
 
@@ -115,6 +115,8 @@ pub struct BuildOptions {
     pub kernel_flavour: String,
     /// Build even when an image with this key exists.
     pub force: bool,
+    /// Debian packages added to the recipe (`extra_packages`), validated by the caller.
+    pub extra_packages: Vec<String>,
 }
 
 impl Default for BuildOptions {
@@ -125,6 +127,7 @@ impl Default for BuildOptions {
             suite: recipe::DEFAULT_SUITE.to_owned(),
             kernel_flavour: recipe::DEFAULT_KERNEL_FLAVOUR.to_owned(),
             force: false,
+            extra_packages: Vec::new(),
         }
     }
 }
@@ -405,13 +408,26 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
         .current_dir(&work)
         .env_clear()
         .envs(environment.iter().cloned());
+    let log = logs.join("mmdebstrap.log");
     run_step(
         &mut mm,
-        &logs.join("mmdebstrap.log"),
+        &log,
         "mmdebstrap",
         "check that Debian's archive (deb.debian.org) is reachable; as a non-root user mmdebstrap \
          needs unprivileged user namespaces and /etc/subuid entries",
-    )?;
+    )
+    .map_err(|error| {
+        // apt's own words for a name it does not know, for one of the user's packages.
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        recipe
+            .extra_packages
+            .iter()
+            .find(|name| text.contains(&format!("Unable to locate package {name}")))
+            .map_or(error, |name| Error::UnknownPackage {
+                name: name.clone(),
+                suite: options.suite.clone(),
+            })
+    })?;
 
     // 3. Kernel, modules and package list out of the tarball.
     progress(3, total, "kernel and initramfs");
@@ -534,7 +550,7 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
 
 /// `--ccvm-image list`.
 pub fn list(images: &Path) -> Result<String, Error> {
-    let mut out = String::from("NAME  ARCH  CLAUDE CODE  KERNEL  ROOT SIZE  KEY\n");
+    let mut out = String::from("NAME  ARCH  CLAUDE CODE  KERNEL  ROOT SIZE  KEY  EXTRA PACKAGES\n");
     let Ok(entries) = fs::read_dir(images) else {
         out.push_str(&format!("(no images in {})\n", images.display()));
         return Ok(out);
@@ -552,13 +568,18 @@ pub fn list(images: &Path) -> Result<String, Error> {
             continue;
         };
         rows.push(format!(
-            "{}  {}  {}  {}  {} MB  {}\n",
+            "{}  {}  {}  {}  {} MB  {}  {}\n",
             m.name,
             m.arch,
             m.claude_code,
             m.kernel_release,
             m.root_image_bytes / 1_000_000,
-            target.display()
+            target.display(),
+            if m.recipe.extra_packages.is_empty() {
+                "-".to_owned()
+            } else {
+                m.recipe.extra_packages.join(",")
+            }
         ));
     }
     rows.sort();

@@ -137,6 +137,14 @@ fn sri(digest: &[u8]) -> String {
     out
 }
 
+/// `packages` sorted, without repeats.
+pub fn normalized(packages: &[String]) -> Vec<String> {
+    let mut packages = packages.to_vec();
+    packages.sort();
+    packages.dedup();
+    packages
+}
+
 /// Every input of an image except the guest agent's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipe {
@@ -148,6 +156,23 @@ pub struct Recipe {
     pub path_excludes: Vec<String>,
     /// The Claude Code version, or `stub:<sha256 of the stub>`.
     pub claude: String,
+    /// The user's `extra_packages`, sorted and unique (absent from the key's input when empty,
+    /// so images built before the option existed keep their keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_packages: Vec<String>,
+}
+
+/// Whether `name` is a Debian package name: lower-case letters, digits, `+`, `-` and `.`, at
+/// least two characters, starting with a letter or digit (Debian Policy 5.6.1).
+pub fn is_debian_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
 }
 
 impl Recipe {
@@ -172,7 +197,20 @@ impl Recipe {
             } else {
                 CLAUDE_CODE_VERSION.to_owned()
             },
+            extra_packages: normalized(&options.extra_packages),
         })
+    }
+
+    /// Every package mmdebstrap installs: the recipe's and the user's extra ones.
+    fn all_packages(&self) -> Vec<String> {
+        let mut all = self.packages.clone();
+        all.extend(
+            self.extra_packages
+                .iter()
+                .filter(|p| !self.packages.contains(p))
+                .cloned(),
+        );
+        all
     }
 
     /// The cache key: a hash of the recipe and the guest agent.
@@ -188,7 +226,7 @@ impl Recipe {
         let mut args: Vec<OsString> = vec![
             "--variant=minbase".into(),
             format!("--architectures={}", self.debian_arch).into(),
-            format!("--include={}", self.packages.join(",")).into(),
+            format!("--include={}", self.all_packages().join(",")).into(),
         ];
         for pattern in &self.path_excludes {
             args.push(format!("--dpkgopt=path-exclude={pattern}").into());
@@ -243,6 +281,70 @@ mod tests {
         )
         .expect("recipe");
         assert_ne!(key, trixie.key("agent-a"));
+    }
+
+    /// `extra_packages` change the key and reach mmdebstrap; none leaves the key of an
+    /// image built before the option existed as it was.
+    #[test]
+    fn extra_packages_are_part_of_the_key_and_the_include_list() {
+        let base = Recipe::new(&BuildOptions::default(), "x86_64").expect("recipe");
+        let json = serde_json::to_string(&base).expect("json");
+        assert!(!json.contains("extra_packages"), "{json}");
+        let with = |names: &[&str]| {
+            Recipe::new(
+                &BuildOptions {
+                    extra_packages: names.iter().map(|n| (*n).to_owned()).collect(),
+                    ..BuildOptions::default()
+                },
+                "x86_64",
+            )
+            .expect("recipe")
+        };
+        let python = with(&["python3", "nodejs", "python3"]);
+        assert_eq!(
+            python.extra_packages,
+            ["nodejs", "python3"],
+            "sorted, unique"
+        );
+        assert_ne!(python.key("a"), base.key("a"));
+        assert_eq!(python.key("a"), with(&["nodejs", "python3"]).key("a"));
+        let args = python.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"));
+        let include = args
+            .iter()
+            .find_map(|a| a.to_str()?.strip_prefix("--include="))
+            .expect("--include");
+        assert!(include.ends_with(",nodejs,python3"), "{include}");
+        // A package the recipe has already is not listed twice.
+        let git = with(&["git"]);
+        let args = git.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"));
+        let include = args
+            .iter()
+            .find_map(|a| a.to_str()?.strip_prefix("--include="))
+            .expect("--include");
+        assert_eq!(
+            include.split(',').filter(|p| *p == "git").count(),
+            1,
+            "{include}"
+        );
+    }
+
+    #[test]
+    fn debian_package_names_follow_policy() {
+        for good in [
+            "python3",
+            "build-essential",
+            "g++",
+            "libssl3.0",
+            "r-base",
+            "0ad",
+        ] {
+            assert!(is_debian_package_name(good), "{good}");
+        }
+        for bad in [
+            "", "a", "Python3", "-x", ".x", "+x", "py thon", "x;rm", "pkg=1.0", "ü",
+        ] {
+            assert!(!is_debian_package_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

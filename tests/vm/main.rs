@@ -8,6 +8,7 @@ mod boot;
 mod clipboard;
 mod egress;
 mod hardening;
+mod images;
 mod scratch;
 mod session;
 mod terminal;

@@ -89,6 +89,8 @@ pub struct RunConfig {
     pub lock_guest_memory: bool,
     pub hypervisor_sandbox: bool,
     pub image: String,
+    /// Debian packages added to the image recipe, sorted and unique.
+    pub extra_packages: Vec<String>,
     /// `--ccvm-plugin-dir`, in order.
     pub plugin_dirs_flag: Vec<PathBuf>,
     /// `CCVM_PLUGIN_PATH`, in order.
@@ -132,6 +134,7 @@ impl RunConfig {
             lock_guest_memory: false,
             hypervisor_sandbox: true,
             image: DEFAULT_IMAGE.to_owned(),
+            extra_packages: Vec::new(),
             plugin_dirs_flag: Vec::new(),
             plugin_dirs_env: Vec::new(),
             plugin_dirs_config: Vec::new(),
@@ -360,6 +363,30 @@ mod tests {
     fn syntax_error_names_the_file() {
         let error = file_config("memory_mib = = 3\n").expect_err("syntax");
         assert!(matches!(error, ConfigError::Syntax { .. }), "{error}");
+    }
+
+    /// `extra_packages`: a TOML list or a comma-separated variable, sorted and unique; a name
+    /// Debian would not accept is an error naming it, before anything runs.
+    #[test]
+    fn extra_packages_from_the_file_or_the_environment_are_checked() {
+        let config =
+            file_config("extra_packages = [\"python3\", \"build-essential\"]\n").expect("valid");
+        assert_eq!(config.extra_packages, ["build-essential", "python3"]);
+        let mut config = RunConfig::defaults(&env(&[]));
+        apply_env(
+            &mut config,
+            &env(&[("CCVM_EXTRA_PACKAGES", "nodejs, python3,,nodejs")]),
+        )
+        .expect("valid");
+        assert_eq!(config.extra_packages, ["nodejs", "python3"]);
+        let error = file_config("extra_packages = [\"python3\", \"rm -rf\"]\n").expect_err("bad");
+        assert!(error.to_string().contains("`rm -rf`"), "{error}");
+        assert!(error.to_string().contains("extra_packages"), "{error}");
+        let mut config = RunConfig::defaults(&env(&[]));
+        let error =
+            apply_env(&mut config, &env(&[("CCVM_EXTRA_PACKAGES", "Python3")])).expect_err("bad");
+        assert!(error.to_string().contains("CCVM_EXTRA_PACKAGES"), "{error}");
+        assert!(error.to_string().contains("`Python3`"), "{error}");
     }
 
     #[test]

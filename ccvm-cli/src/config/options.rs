@@ -491,6 +491,35 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         },
     },
     OptionDef {
+        key: "extra_packages",
+        env: Some("CCVM_EXTRA_PACKAGES"),
+        env_only: false,
+        help: "Debian packages added to the guest image, e.g. [\"python3\", \"nodejs\"]; a change \
+               builds a new image on first use ([]; CCVM_EXTRA_PACKAGES: comma-separated)",
+        apply: |c, r, _| {
+            let names = match r {
+                Raw::Env(text) => text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Raw::Toml(_) => string_list(r)?,
+            };
+            if let Some(bad) = names
+                .iter()
+                .find(|n| !ccvm_image::is_debian_package_name(n))
+            {
+                return Err(format!(
+                    "`{bad}` is not a Debian package name (lower-case letters, digits, `+`, `-`, \
+                     `.`; at least two characters)"
+                ));
+            }
+            c.extra_packages = ccvm_image::normalized(&names);
+            Ok(())
+        },
+    },
+    OptionDef {
         key: "plugin_dirs",
         env: Some("CCVM_PLUGIN_PATH"),
         env_only: false,

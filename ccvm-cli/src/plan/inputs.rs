@@ -31,8 +31,11 @@ impl HostAccess for LiveHost<'_> {
         host::probe_kvm()
     }
 
-    fn image_present(&self, dir: &Path) -> bool {
-        dir.join(ccvm_image::MANIFEST_FILE).is_file()
+    fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool {
+        std::fs::read_to_string(dir.join(ccvm_image::MANIFEST_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<ccvm_image::ImageManifest>(&text).ok())
+            .is_some_and(|manifest| manifest.recipe.extra_packages == extra_packages)
     }
 }
 

@@ -107,7 +107,8 @@ pub fn locate_image(
     let dir = ccvm_image::named_dir(images_dir, &config.image, &arch);
     Ok(ImagePlan {
         name: config.image.clone(),
-        present: host.image_present(&dir),
+        present: host.image_present(&dir, &config.extra_packages),
+        extra_packages: config.extra_packages.clone(),
         dir: utf8(&dir, "the image directory")?,
         arch,
     })

@@ -72,7 +72,10 @@ pub struct ImagePlan {
     /// The guest's architecture (the image is built for it).
     pub arch: String,
     pub dir: String,
+    /// Built, and with exactly the configured `extra_packages`.
     pub present: bool,
+    /// The configured `extra_packages` the image must have.
+    pub extra_packages: Vec<String>,
 }
 
 /// One forwarded argument: text when it is UTF-8, hex bytes otherwise. Either way it is
@@ -216,8 +219,8 @@ pub trait HostAccess {
     fn gather(&mut self, facts: &mut HostFacts, requirements: &Requirements);
     /// What the host says about KVM (asked only when KVM is a candidate).
     fn probe_kvm(&mut self) -> KvmProbe;
-    /// Whether an image is built in `dir`.
-    fn image_present(&self, dir: &Path) -> bool;
+    /// Whether an image is built in `dir`, with exactly `extra_packages`.
+    fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool;
 }
 
 /// The machine half of a plan: the backend, its answer, the acceleration and the image.
@@ -294,8 +297,15 @@ fn plan_machine_half<'r>(
     let image = machine::locate_image(config, &caps, facts, &inputs.images_dir, &*host)?;
     if !image.present {
         diagnostics.push(Diagnostic::info(format!(
-            "guest image `{}` for {} is not built yet ({})",
-            image.name, image.arch, image.dir
+            "guest image `{}` for {} is not built yet{} ({})",
+            image.name,
+            image.arch,
+            if image.extra_packages.is_empty() {
+                String::new()
+            } else {
+                format!(" with extra_packages {}", image.extra_packages.join(", "))
+            },
+            image.dir
         )));
     }
     let spec = machine::vm_spec(

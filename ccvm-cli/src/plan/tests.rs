@@ -171,7 +171,7 @@ mod whole_plan {
             }
         }
 
-        fn image_present(&self, _dir: &Path) -> bool {
+        fn image_present(&self, _dir: &Path, _extra_packages: &[String]) -> bool {
             true
         }
     }

@@ -69,34 +69,43 @@ fn shared_cache() -> PathBuf {
 pub fn stub_image() -> Result<&'static Path, String> {
     static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     IMAGE
-        .get_or_init(|| {
-            if let Some(reason) = missing_tool() {
-                return Err(reason);
-            }
-            let cache = shared_cache();
-            let output = Command::new(crate::ccvm_binary())
-                .args(["--ccvm-image", "build", "--stub", "--name", STUB_IMAGE])
-                .env("XDG_CACHE_HOME", &cache)
-                .stdin(Stdio::null())
-                .output()
-                .expect("ccvm runs");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            eprint!("{stderr}");
-            if output.status.success() {
-                let link = cache
-                    .join("ccvm/images")
-                    .join(format!("{STUB_IMAGE}-{}", std::env::consts::ARCH));
-                return Ok(std::fs::canonicalize(&link).expect("the image link resolves"));
-            }
-            if stderr.contains("no static guest agent") {
-                return Err(
-                    "the static guest agent is not built (run scripts/build-guest.sh)".to_owned(),
-                );
-            }
-            panic!("building the stub image failed:\n{stderr}");
-        })
+        .get_or_init(|| build_stub(STUB_IMAGE, &[]))
         .as_deref()
         .map_err(Clone::clone)
+}
+
+/// A stub image named `name` with `extra_packages` added to its recipe, built in the shared
+/// cache like [`stub_image`] (each call checks it is up to date). `Err` carries a skip reason.
+pub fn stub_image_with(name: &str, extra_packages: &[&str]) -> Result<PathBuf, String> {
+    build_stub(name, extra_packages)
+}
+
+fn build_stub(name: &str, extra_packages: &[&str]) -> Result<PathBuf, String> {
+    if let Some(reason) = missing_tool() {
+        return Err(reason);
+    }
+    let cache = shared_cache();
+    let output = Command::new(crate::ccvm_binary())
+        .args(["--ccvm-image", "build", "--stub", "--name", name])
+        .env("XDG_CACHE_HOME", &cache)
+        // Only the packages asked for here: not the user's config file or environment.
+        .env("XDG_CONFIG_HOME", cache.join("ccvm-test-no-config"))
+        .env("CCVM_EXTRA_PACKAGES", extra_packages.join(","))
+        .stdin(Stdio::null())
+        .output()
+        .expect("ccvm runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprint!("{stderr}");
+    if output.status.success() {
+        let link = cache
+            .join("ccvm/images")
+            .join(format!("{name}-{}", std::env::consts::ARCH));
+        return Ok(std::fs::canonicalize(&link).expect("the image link resolves"));
+    }
+    if stderr.contains("no static guest agent") {
+        return Err("the static guest agent is not built (run scripts/build-guest.sh)".to_owned());
+    }
+    panic!("building the stub image `{name}` failed:\n{stderr}");
 }
 
 /// The real image (`default`, Claude Code from npm) when it is built in the shared cache.

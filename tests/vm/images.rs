@@ -1,0 +1,68 @@
+//! Guest images people can work in (S10): `extra_packages` reach the image and a session.
+
+use std::time::Duration;
+
+use ccvm_test_support::vm;
+use ccvm_test_support::world::World;
+
+/// A session on the image, boot included.
+const SESSION_LIMIT: Duration = Duration::from_secs(180);
+
+/// `extra_packages = ["python3"]`: the image built with it runs `python3` in a session; the
+/// same image without the option configured is not the one ccvm boots (the plan says it is
+/// not built, so a session would build the right one first).
+#[test]
+fn an_image_with_extra_packages_runs_them_and_is_rebuilt_when_they_change() {
+    let image = match vm::stub_image_with("test-python3", &["python3"]) {
+        Ok(image) => image,
+        Err(reason) => {
+            vm::skip(&reason);
+            return;
+        }
+    };
+    let world = World::for_vm();
+    let config = "acceleration = \"tcg\"\nimage = \"test-python3\"\n";
+    world.config(&format!("{config}extra_packages = [\"python3\"]\n"));
+    vm::install_image(&image, &world.path("cache"), "test-python3");
+    world.hand_over();
+    let plan = world.ccvm().arg("--ccvm-plan").run().expect_code(0).json();
+    assert_eq!(plan["image"]["present"], true, "{:#}", plan["image"]);
+    assert_eq!(
+        plan["image"]["extra_packages"],
+        serde_json::json!(["python3"])
+    );
+
+    let out = world
+        .ccvm()
+        .args(["--shell", "-c", "python3 -c 'print(6 * 7)'"])
+        .run_within(SESSION_LIMIT);
+    assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.trim_end() == "42"),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+
+    // The option changed: this image no longer matches.
+    world.config(config);
+    let plan = world.ccvm().arg("--ccvm-plan").run().expect_code(0).json();
+    assert_eq!(plan["image"]["present"], false, "{:#}", plan["image"]);
+    let other = world
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_EXTRA_PACKAGES", "python3,jq")
+        .run()
+        .expect_code(0);
+    assert_eq!(other.json()["image"]["present"], false);
+    assert!(
+        other
+            .stderr
+            .contains("not built yet with extra_packages jq, python3")
+            || other.json()["diagnostics"]
+                .to_string()
+                .contains("with extra_packages jq, python3"),
+        "{}",
+        other.stderr
+    );
+}
