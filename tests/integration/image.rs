@@ -171,3 +171,52 @@ fn a_claude_code_download_with_the_wrong_digest_fails_naming_both_and_never_runs
         "the failed build left its work directory"
     );
 }
+
+/// S10 (issue 18): an image older than 30 days gets one line at start saying so and how to
+/// refresh it; a recent one gets none.
+#[test]
+fn an_old_image_is_pointed_out_with_the_refresh_command() {
+    let world = World::new();
+    let images = world.path("cache/ccvm/images");
+    let key = images.join("0123456789abcdef");
+    std::fs::create_dir_all(&key).expect("mkdir");
+    let manifest = serde_json::json!({
+        "key": "0123456789abcdef", "name": "default", "arch": std::env::consts::ARCH,
+        "suite": "bookworm", "kernel_flavour": "", "kernel_release": "6.1.0-99-amd64",
+        "kernel_format": "elf", "claude_code": "2.1.330", "guest_agent_sha256": "00",
+        "recipe": {"version": 1, "suite": "bookworm", "debian_arch": "amd64", "kernel_flavour": "amd64",
+                   "packages": [], "path_excludes": [], "claude": "2.1.330"},
+        "packages": {}, "build_seconds": 1, "root_image_bytes": 300000000u64
+    });
+    let file = key.join("manifest.json");
+    std::fs::write(&file, manifest.to_string()).expect("write");
+    std::os::unix::fs::symlink(
+        "0123456789abcdef",
+        images.join(format!("default-{}", std::env::consts::ARCH)),
+    )
+    .expect("symlink");
+    let plan = || world.ccvm().arg("--ccvm-plan").run().expect_code(0);
+
+    let fresh = plan();
+    assert_eq!(fresh.json()["image"]["present"], true, "{}", fresh.stdout);
+    assert!(!fresh.stderr.contains("days ago"), "{}", fresh.stderr);
+
+    let forty_days = std::time::Duration::from_secs(40 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - forty_days))
+        .expect("age the image");
+    let old = plan();
+    let lines: Vec<&str> = old
+        .stderr
+        .lines()
+        .filter(|l| l.contains("was built 40 days ago"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", old.stderr);
+    assert!(
+        lines[0].contains("ccvm --ccvm-image build --refresh"),
+        "{}",
+        lines[0]
+    );
+}

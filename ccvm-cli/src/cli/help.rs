@@ -71,11 +71,13 @@ CCVM FLAGS
 MANAGEMENT
 {management}
 IMAGES
-    --ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] [--force]
+    --ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] [--refresh]
                           build the guest image (Debian SUITE, default bookworm, its kernel,
                           Claude Code {claude} from npm, the guest agent) into
                           $XDG_CACHE_HOME/ccvm/images/<key>/ and name it NAME (default
-                          `default`); --stub puts a test stand-in in place of claude
+                          `default`), with the configured extra_packages; --stub puts a test
+                          stand-in in place of claude; --refresh (or --force) rebuilds from
+                          current Debian packages even when nothing changed
     --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
     --ccvm-image remove NAME
                           delete an image

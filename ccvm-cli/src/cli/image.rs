@@ -13,7 +13,7 @@ pub enum ImageCommand {
 }
 
 pub const USAGE: &str = "usage: ccvm --ccvm-image build [--name NAME] [--stub] [--suite SUITE] \
-     [--kernel-flavour FLAVOUR] [--force] | list | remove NAME";
+     [--kernel-flavour FLAVOUR] [--refresh] | list | remove NAME";
 
 /// Parses the words after `--ccvm-image`.
 pub fn parse(words: &[String]) -> Result<ImageCommand, Error> {
@@ -34,7 +34,9 @@ pub fn parse(words: &[String]) -> Result<ImageCommand, Error> {
                 };
                 match word.as_str() {
                     "--stub" => options.stub = true,
-                    "--force" => options.force = true,
+                    // mmdebstrap always takes the archive's current packages, so rebuilding is
+                    // refreshing (security updates).
+                    "--force" | "--refresh" => options.force = true,
                     "--name" => options.name = value("--name")?,
                     "--suite" => options.suite = value("--suite")?,
                     "--kernel-flavour" => options.kernel_flavour = value("--kernel-flavour")?,

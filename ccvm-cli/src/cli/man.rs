@@ -74,7 +74,7 @@ ccvm \\- run Claude Code in an ephemeral micro\\-VM that sees only this director
 {management}\
 .SH IMAGES\n\
 .TP\n\
-.B ccvm \\-\\-ccvm\\-image build \\fR[\\-\\-name NAME] [\\-\\-stub] [\\-\\-suite SUITE] [\\-\\-kernel\\-flavour FLAVOUR] [\\-\\-force]\n\
+.B ccvm \\-\\-ccvm\\-image build \\fR[\\-\\-name NAME] [\\-\\-stub] [\\-\\-suite SUITE] [\\-\\-kernel\\-flavour FLAVOUR] [\\-\\-refresh]\n\
 {build}\n\
 .TP\n\
 .B ccvm \\-\\-ccvm\\-image list\n\
@@ -100,7 +100,9 @@ Each option is a key of the configuration file, and most have an environment var
         build = roff(&format!(
             "build the guest image (Debian SUITE, default bookworm, its kernel, Claude Code {} \
              from npm, the guest agent) into $XDG_CACHE_HOME/ccvm/images/<key>/ and name it \
-             NAME (default `default`); --stub puts a test stand-in in place of claude",
+             NAME (default `default`), with the configured extra_packages; --stub puts a test \
+             stand-in in place of claude; --refresh (or --force) rebuilds from current Debian \
+             packages even when nothing changed",
             ccvm_image::CLAUDE_CODE_VERSION
         )),
         configuration = roff(&format!(

@@ -31,6 +31,14 @@ impl HostAccess for LiveHost<'_> {
         host::probe_kvm()
     }
 
+    fn image_age_days(&self, dir: &Path) -> Option<u64> {
+        let built = std::fs::metadata(dir.join(ccvm_image::MANIFEST_FILE))
+            .and_then(|m| m.modified())
+            .ok()?;
+        let age = std::time::SystemTime::now().duration_since(built).ok()?;
+        Some(age.as_secs() / 86_400)
+    }
+
     fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool {
         std::fs::read_to_string(dir.join(ccvm_image::MANIFEST_FILE))
             .ok()

@@ -109,6 +109,7 @@ pub fn locate_image(
         name: config.image.clone(),
         present: host.image_present(&dir, &config.extra_packages),
         extra_packages: config.extra_packages.clone(),
+        age_days: host.image_age_days(&dir),
         dir: utf8(&dir, "the image directory")?,
         arch,
     })

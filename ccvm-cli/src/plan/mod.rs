@@ -76,6 +76,8 @@ pub struct ImagePlan {
     pub present: bool,
     /// The configured `extra_packages` the image must have.
     pub extra_packages: Vec<String>,
+    /// Days since the image was built (`None`: not built, or unknown).
+    pub age_days: Option<u64>,
 }
 
 /// One forwarded argument: text when it is UTF-8, hex bytes otherwise. Either way it is
@@ -213,6 +215,9 @@ pub struct PlanInputs<'a> {
     pub inspect: bool,
 }
 
+/// An image older than this is worth refreshing (security updates).
+const STALE_IMAGE_DAYS: u64 = 30;
+
 /// The questions the planner asks the host on the way.
 pub trait HostAccess {
     /// Fills in what a plugin `requirements` asks for.
@@ -221,6 +226,8 @@ pub trait HostAccess {
     fn probe_kvm(&mut self) -> KvmProbe;
     /// Whether an image is built in `dir`, with exactly `extra_packages`.
     fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool;
+    /// Days since the image in `dir` was built.
+    fn image_age_days(&self, dir: &Path) -> Option<u64>;
 }
 
 /// The machine half of a plan: the backend, its answer, the acceleration and the image.
@@ -295,6 +302,16 @@ fn plan_machine_half<'r>(
     };
     diagnostics.extend(resolved.warning.clone().map(Diagnostic::warning));
     let image = machine::locate_image(config, &caps, facts, &inputs.images_dir, &*host)?;
+    if let Some(days) = image
+        .age_days
+        .filter(|d| *d > STALE_IMAGE_DAYS && image.present)
+    {
+        diagnostics.push(Diagnostic::warning(format!(
+            "the guest image `{}` was built {days} days ago; `ccvm --ccvm-image build --refresh` \
+             rebuilds it from current Debian packages (security updates)",
+            image.name
+        )));
+    }
     if !image.present {
         diagnostics.push(Diagnostic::info(format!(
             "guest image `{}` for {} is not built yet{} ({})",

@@ -171,6 +171,10 @@ mod whole_plan {
             }
         }
 
+        fn image_age_days(&self, _dir: &Path) -> Option<u64> {
+            Some(3)
+        }
+
         fn image_present(&self, _dir: &Path, _extra_packages: &[String]) -> bool {
             true
         }
