@@ -12,6 +12,8 @@ packages=(
     qemu-system-x86 qemu-system-arm openssh-client
     # the terminal tests drive ccvm in tmux; the man page test renders with groff
     tmux groff-base
+    # the completion scripts are read by the shells they are for
+    zsh fish
     # the clipboard tests: a host X clipboard (Xvfb + xclip) and a headless Wayland one
     # (sway + wl-clipboard); ccvm itself needs only one of xclip / wl-clipboard, at run time
     xvfb xclip wl-clipboard sway

@@ -27,29 +27,51 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// The documented flags of one help section, from [`FLAGS`].
-fn flag_lines(management: bool) -> String {
-    let mut out = String::new();
-    for def in FLAGS
-        .iter()
-        .filter(|d| d.management == management && !d.hidden)
-    {
-        let synopsis = synopsis(def);
-        let help = wrap(def.help, WIDTH - COLUMN);
-        if synopsis.len() + 4 < COLUMN {
-            out.push_str(&format!(
-                "    {synopsis:<width$}{}\n",
-                help[0],
-                width = COLUMN - 4
-            ));
-        } else {
-            out.push_str(&format!("    {synopsis}\n{:COLUMN$}{}\n", "", help[0]));
-        }
-        for line in &help[1..] {
-            out.push_str(&format!("{:COLUMN$}{line}\n", ""));
-        }
+/// The `--ccvm-image` commands and what each does, for the help and the man page.
+pub fn image_commands() -> [(&'static str, String); 3] {
+    [
+        (
+            "--ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] \
+             [--refresh]",
+            format!(
+                "build the guest image (Debian SUITE, default bookworm, its kernel, Claude Code {} \
+                 from npm, the guest agent) into $XDG_CACHE_HOME/ccvm/images/<key>/ and name it \
+                 NAME (default `default`), with the configured extra_packages; --stub puts a test \
+                 stand-in in place of claude; --refresh (or --force) rebuilds from current \
+                 Debian packages even when nothing changed",
+                ccvm_image::CLAUDE_CODE_VERSION
+            ),
+        ),
+        (
+            "--ccvm-image list",
+            "the built images: name, Claude Code version, kernel, size, key, extra packages"
+                .to_owned(),
+        ),
+        ("--ccvm-image remove NAME", "delete an image".to_owned()),
+    ]
+}
+
+/// One entry: the synopsis, then its help wrapped in the help column.
+fn entry(synopsis: &str, help: &str) -> String {
+    let help = wrap(help, WIDTH - COLUMN);
+    let mut out = if synopsis.len() + 4 < COLUMN {
+        format!("    {synopsis:<width$}{}\n", help[0], width = COLUMN - 4)
+    } else {
+        format!("    {synopsis}\n{:COLUMN$}{}\n", "", help[0])
+    };
+    for line in &help[1..] {
+        out.push_str(&format!("{:COLUMN$}{line}\n", ""));
     }
     out
+}
+
+/// The documented flags of one help section, from [`FLAGS`].
+fn flag_lines(management: bool) -> String {
+    FLAGS
+        .iter()
+        .filter(|d| d.management == management && !d.hidden)
+        .map(|def| entry(&synopsis(def), def.help))
+        .collect()
 }
 
 /// The full usage text.
@@ -71,17 +93,7 @@ CCVM FLAGS
 MANAGEMENT
 {management}
 IMAGES
-    --ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] [--refresh]
-                          build the guest image (Debian SUITE, default bookworm, its kernel,
-                          Claude Code {claude} from npm, the guest agent) into
-                          $XDG_CACHE_HOME/ccvm/images/<key>/ and name it NAME (default
-                          `default`), with the configured extra_packages; --stub puts a test
-                          stand-in in place of claude; --refresh (or --force) rebuilds from
-                          current Debian packages even when nothing changed
-    --ccvm-image list     the built images: name, Claude Code version, kernel, size, key
-    --ccvm-image remove NAME
-                          delete an image
-
+{images}
 CONFIGURATION (lowest layer first; later layers win)
     built-in defaults
     {SYSTEM_CONFIG}
@@ -94,9 +106,12 @@ Unknown keys and wrong types are errors. Booleans in the environment accept 1/tr
 OPTIONS (config key [environment variable]: meaning)
 ",
         version = env!("CARGO_PKG_VERSION"),
-        claude = ccvm_image::CLAUDE_CODE_VERSION,
         flags = flag_lines(false),
         management = flag_lines(true),
+        images = image_commands()
+            .iter()
+            .map(|(synopsis, help)| entry(synopsis, help))
+            .collect::<String>(),
     );
     for (key, env, help) in documented_options() {
         let var = env.map(|e| format!(" [{e}]")).unwrap_or_default();

@@ -73,15 +73,7 @@ ccvm \\- run Claude Code in an ephemeral micro\\-VM that sees only this director
 .SH MANAGEMENT\n\
 {management}\
 .SH IMAGES\n\
-.TP\n\
-.B ccvm \\-\\-ccvm\\-image build \\fR[\\-\\-name NAME] [\\-\\-stub] [\\-\\-suite SUITE] [\\-\\-kernel\\-flavour FLAVOUR] [\\-\\-refresh]\n\
-{build}\n\
-.TP\n\
-.B ccvm \\-\\-ccvm\\-image list\n\
-the built images: name, Claude Code version, kernel, size, key\n\
-.TP\n\
-.B ccvm \\-\\-ccvm\\-image remove \\fINAME\\fR\n\
-delete an image\n\
+{images}\
 .SH CONFIGURATION\n\
 {configuration}\n\
 .SH OPTIONS\n\
@@ -97,14 +89,10 @@ Each option is a key of the configuration file, and most have an environment var
         ),
         flags = flags(false),
         management = flags(true),
-        build = roff(&format!(
-            "build the guest image (Debian SUITE, default bookworm, its kernel, Claude Code {} \
-             from npm, the guest agent) into $XDG_CACHE_HOME/ccvm/images/<key>/ and name it \
-             NAME (default `default`), with the configured extra_packages; --stub puts a test \
-             stand-in in place of claude; --refresh (or --force) rebuilds from current Debian \
-             packages even when nothing changed",
-            ccvm_image::CLAUDE_CODE_VERSION
-        )),
+        images = super::help::image_commands()
+            .iter()
+            .map(|(synopsis, help)| format!(".TP\n.B ccvm {}\n{}\n", roff(synopsis), roff(help)))
+            .collect::<String>(),
         configuration = roff(&format!(
             "Layers, lowest first, later ones win: built-in defaults; {SYSTEM_CONFIG}; \
              $XDG_CONFIG_HOME/ccvm/config.toml (default ~/.config/ccvm/config.toml); CCVM_* \
@@ -172,6 +160,12 @@ mod tests {
                 !def.hidden,
                 "{}",
                 def.name
+            );
+        }
+        for (synopsis, _) in super::super::help::image_commands() {
+            assert!(
+                page.contains(&format!(".B ccvm {}", roff(synopsis))),
+                "{synopsis}"
             );
         }
         for (key, _, _) in documented_options() {

@@ -281,9 +281,9 @@ mod tests {
         assert_eq!(r.acceleration, Acceleration::Tcg);
     }
 
-    #[test]
-    fn forced_kvm_explains_each_reason() {
-        let cases = [
+    /// Every way KVM can be unusable, with a word of its reason.
+    fn unusable() -> [(KvmProbe, &'static str); 5] {
+        [
             (
                 KvmProbe {
                     device: Device::Missing,
@@ -308,8 +308,19 @@ mod tests {
                 },
                 "not writable",
             ),
-        ];
-        for (probe, reason) in cases {
+            (
+                KvmProbe {
+                    device: Device::NotWritable { group: None },
+                    ..good()
+                },
+                "not writable",
+            ),
+        ]
+    }
+
+    #[test]
+    fn forced_kvm_explains_each_reason() {
+        for (probe, reason) in unusable() {
             let error = resolve(
                 AccelMode::Kvm,
                 "q35",
@@ -353,28 +364,7 @@ mod tests {
     /// that can is.
     #[test]
     fn only_a_backend_that_runs_under_tcg_is_advised_to_use_it() {
-        let probes = [
-            pvm(),
-            KvmProbe {
-                device: Device::Missing,
-                ..good()
-            },
-            KvmProbe {
-                hardware_virt: Some(false),
-                ..good()
-            },
-            KvmProbe {
-                device: Device::NotWritable {
-                    group: Some("kvm".into()),
-                },
-                ..good()
-            },
-            KvmProbe {
-                device: Device::NotWritable { group: None },
-                ..good()
-            },
-        ];
-        for probe in probes {
+        for (probe, _) in unusable() {
             for mode in [AccelMode::Auto, AccelMode::Kvm] {
                 let error = resolve(
                     mode,

@@ -10,7 +10,7 @@ use std::path::Path;
 use ccvm_plugin_api::{HostFacts, Requirements};
 
 use super::session::BUILTIN_CONTEXT;
-use super::{HostAccess, LaunchPlan, PlanInputs, RunIdentity, plan};
+use super::{BuiltImage, HostAccess, LaunchPlan, PlanInputs, RunIdentity, plan};
 use crate::config::{ConfigError, ContextMd, Env, RunConfig};
 use crate::error::Error;
 use crate::host::{self, KvmProbe, boundary, dirs, images};
@@ -31,19 +31,17 @@ impl HostAccess for LiveHost<'_> {
         host::probe_kvm()
     }
 
-    fn image_age_days(&self, dir: &Path) -> Option<u64> {
-        let built = std::fs::metadata(dir.join(ccvm_image::MANIFEST_FILE))
-            .and_then(|m| m.modified())
-            .ok()?;
-        let age = std::time::SystemTime::now().duration_since(built).ok()?;
-        Some(age.as_secs() / 86_400)
-    }
-
-    fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool {
-        std::fs::read_to_string(dir.join(ccvm_image::MANIFEST_FILE))
-            .ok()
-            .and_then(|text| serde_json::from_str::<ccvm_image::ImageManifest>(&text).ok())
-            .is_some_and(|manifest| manifest.recipe.extra_packages == extra_packages)
+    fn built_image(&self, dir: &Path) -> Option<BuiltImage> {
+        let path = dir.join(ccvm_image::MANIFEST_FILE);
+        let file = std::fs::File::open(&path).ok()?;
+        let built = file.metadata().and_then(|m| m.modified()).ok();
+        let manifest: ccvm_image::ImageManifest = serde_json::from_reader(file).ok()?;
+        Some(BuiltImage {
+            extra_packages: manifest.recipe.extra_packages,
+            age_days: built
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .map(|age| age.as_secs() / 86_400),
+        })
     }
 }
 

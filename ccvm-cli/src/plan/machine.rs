@@ -105,11 +105,14 @@ pub fn locate_image(
         caps.guest_arch.clone()
     };
     let dir = ccvm_image::named_dir(images_dir, &config.image, &arch);
+    let built = host.built_image(&dir);
     Ok(ImagePlan {
         name: config.image.clone(),
-        present: host.image_present(&dir, &config.extra_packages),
+        present: built
+            .as_ref()
+            .is_some_and(|b| b.extra_packages == config.extra_packages),
         extra_packages: config.extra_packages.clone(),
-        age_days: host.image_age_days(&dir),
+        age_days: built.and_then(|b| b.age_days),
         dir: utf8(&dir, "the image directory")?,
         arch,
     })

@@ -224,10 +224,17 @@ pub trait HostAccess {
     fn gather(&mut self, facts: &mut HostFacts, requirements: &Requirements);
     /// What the host says about KVM (asked only when KVM is a candidate).
     fn probe_kvm(&mut self) -> KvmProbe;
-    /// Whether an image is built in `dir`, with exactly `extra_packages`.
-    fn image_present(&self, dir: &Path, extra_packages: &[String]) -> bool;
-    /// Days since the image in `dir` was built.
-    fn image_age_days(&self, dir: &Path) -> Option<u64>;
+    /// The image built in `dir`, if there is one.
+    fn built_image(&self, dir: &Path) -> Option<BuiltImage>;
+}
+
+/// What the host knows of a built image (from its manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The `extra_packages` it was built with.
+    pub extra_packages: Vec<String>,
+    /// Days since it was built (`None` when the host cannot tell).
+    pub age_days: Option<u64>,
 }
 
 /// The machine half of a plan: the backend, its answer, the acceleration and the image.

@@ -171,12 +171,11 @@ mod whole_plan {
             }
         }
 
-        fn image_age_days(&self, _dir: &Path) -> Option<u64> {
-            Some(3)
-        }
-
-        fn image_present(&self, _dir: &Path, _extra_packages: &[String]) -> bool {
-            true
+        fn built_image(&self, _dir: &Path) -> Option<crate::plan::BuiltImage> {
+            Some(crate::plan::BuiltImage {
+                extra_packages: Vec::new(),
+                age_days: Some(3),
+            })
         }
     }
 
