@@ -3,8 +3,22 @@
 # quick when everything is there: packages already installed are left alone.
 #   scripts/deps.sh          everything the test suite needs (CI runs this)
 #   scripts/deps.sh --user   the same plus npm, with which the image build downloads Claude Code
+#   scripts/deps.sh --aarch64  also what building aarch64 (`virt`) images on an x86_64 host
+#                            needs: the cross linker and libc for the guest agent, its rustup
+#                            target, and qemu-user registered with binfmt_misc
+# The options combine (CI runs `--user --aarch64`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+user=0
+aarch64=0
+for option in "$@"; do
+    case "$option" in
+        --user) user=1 ;;
+        --aarch64) aarch64=1 ;;
+        *) echo "deps: unknown option $option (--user, --aarch64)" >&2; exit 2 ;;
+    esac
+done
 
 packages=(
     build-essential git xz-utils
@@ -23,8 +37,11 @@ packages=(
     pkg-config libseccomp-dev libcap-ng-dev
 )
 # npm may come from elsewhere (NodeSource's nodejs bundles it and conflicts with Debian's npm).
-if [ "${1:-}" = "--user" ] && ! command -v npm >/dev/null; then
+if [ "$user" = 1 ] && ! command -v npm >/dev/null; then
     packages+=(npm)
+fi
+if [ "$aarch64" = 1 ] && [ "$(uname -m)" = x86_64 ]; then
+    packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support)
 fi
 
 sudo=""
@@ -48,4 +65,24 @@ if ! command -v virtiofsd >/dev/null && [ ! -x /usr/local/bin/virtiofsd ]; then
     cargo install --quiet --locked --root "$target" virtiofsd@1.14.0
     $sudo install -m 0755 "$target/bin/virtiofsd" /usr/local/bin/virtiofsd
     rm -rf "$target"
+fi
+
+if [ "$aarch64" = 1 ] && [ "$(uname -m)" = x86_64 ]; then
+    if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+        echo "deps: adding the Rust target aarch64-unknown-linux-gnu" >&2
+        rustup target add aarch64-unknown-linux-gnu
+    fi
+    # The arm64 root's maintainer scripts run under qemu-user through binfmt_misc. Debian
+    # registers it at boot (systemd-binfmt); a container has to mount binfmt_misc itself.
+    binfmt=/proc/sys/fs/binfmt_misc
+    if [ ! -e "$binfmt/status" ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            mount -t binfmt_misc binfmt_misc "$binfmt"
+        else
+            $sudo mount -t binfmt_misc binfmt_misc "$binfmt"
+        fi
+    fi
+    if [ ! -e "$binfmt/qemu-aarch64" ] || ! head -1 "$binfmt/qemu-aarch64" | grep -qx enabled; then
+        $sudo update-binfmts --enable qemu-aarch64
+    fi
 fi

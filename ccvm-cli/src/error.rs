@@ -137,18 +137,6 @@ pub enum Error {
     #[error("vsock connection through {}: {problem}", socket.display())]
     Vsock { socket: PathBuf, problem: String },
 
-    /// The image for another architecture is missing, and this host cannot build it.
-    #[error(
-        "the guest image `{name}` for {arch} is missing ({}), and this {} host cannot build it",
-        dir.display(),
-        std::env::consts::ARCH
-    )]
-    ForeignImage {
-        name: String,
-        dir: PathBuf,
-        arch: String,
-    },
-
     /// Building, listing or removing an image (boxed: it carries a build log's tail).
     #[error(transparent)]
     Image(Box<ccvm_image::Error>),
@@ -261,9 +249,6 @@ impl Error {
                     .to_owned(),
             ),
             Error::SshFailed => Some("rerun with --ccvm-debug to see the guest console".to_owned()),
-            Error::ForeignImage { arch, .. } => Some(format!(
-                "build it on a {arch} machine with `ccvm --ccvm-image build`"
-            )),
             Error::Image(error) => error.hint(),
             Error::Vsock { .. } => Some(
                 "the guest may not be up yet or has no vsock driver; rerun with --ccvm-debug"

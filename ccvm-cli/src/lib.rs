@@ -83,16 +83,21 @@ fn dispatch(args: Vec<OsString>, env: &Env) -> Result<u8, Error> {
         }
         Action::Image(words) => match cli::image::parse(&words)? {
             ImageCommand::Build(mut options) => {
-                // The configured extra packages are part of every image ccvm builds.
-                options.extra_packages = config::load(env, &invocation.flags)?.extra_packages;
-                let host = host::images::build_host(env, options.stub)?;
+                // The configured extra packages and Claude Code release are part of every
+                // image ccvm builds.
+                let config = config::load(env, &invocation.flags)?;
+                options.extra_packages = config.extra_packages;
+                options.claude_code_version = config.claude_code_version;
+                let host = host::images::build_host(env, options.stub, &options.arch)?;
                 ccvm_image::build(&options, &host)?;
                 Ok(0)
             }
             ImageCommand::List => print(&ccvm_image::list(&host::images::images_dir(env)?)?),
-            ImageCommand::Remove(name) => {
-                print(&ccvm_image::remove(&host::images::images_dir(env)?, &name)?)
-            }
+            ImageCommand::Remove { name, arch } => print(&ccvm_image::remove(
+                &host::images::images_dir(env)?,
+                &name,
+                &arch,
+            )?),
         },
         Action::Plugins => {
             let config = config::load(env, &invocation.flags)?;
@@ -142,31 +147,36 @@ fn print_warnings(plan: &plan::LaunchPlan) {
 
 /// First run: the image is missing, so build it (S10.3), saying what and how long.
 fn build_missing_image(plan: &plan::LaunchPlan, env: &Env) -> Result<(), Error> {
-    if plan.image.arch != std::env::consts::ARCH {
-        return Err(Error::ForeignImage {
-            name: plan.image.name.clone(),
-            dir: plan.image.dir.clone().into(),
-            arch: plan.image.arch.clone(),
-        });
+    let foreign = plan.image.arch != std::env::consts::ARCH;
+    // What a foreign build needs is checked before the long message promises a build.
+    let host = host::images::build_host(env, false, &plan.image.arch)?;
+    if foreign {
+        ccvm_image::require_foreign_exec(&plan.image.arch)?;
     }
     eprintln!(
-        "ccvm: the guest image `{}` is not built yet{}; building it now (once; usually 3-5 minutes \
+        "ccvm: the guest image `{}`{} is not built yet{}; building it now (once; usually {} \
          plus the Claude Code download)",
         plan.image.name,
-        if plan.image.extra_packages.is_empty() {
-            String::new()
+        if foreign {
+            format!(" for {}", plan.image.arch)
         } else {
-            format!(
-                " with extra_packages {}",
-                plan.image.extra_packages.join(", ")
-            )
+            String::new()
+        },
+        plan.image.wanted(),
+        // Another architecture's packages are configured under emulation (bench/RESULTS.md).
+        if foreign {
+            "10-15 minutes"
+        } else {
+            "3-5 minutes"
         }
     );
     let options = ccvm_image::BuildOptions {
         name: plan.image.name.clone(),
         extra_packages: plan.image.extra_packages.clone(),
+        claude_code_version: plan.image.claude_code_version.clone(),
+        arch: plan.image.arch.clone(),
         ..ccvm_image::BuildOptions::default()
     };
-    ccvm_image::build(&options, &host::images::build_host(env, false)?)?;
+    ccvm_image::build(&options, &host)?;
     Ok(())
 }

@@ -8,11 +8,25 @@ pub enum Error {
     #[error("building an image needs `{program}`, which is not installed")]
     MissingTool { program: String, package: String },
 
-    #[error("no static guest agent `ccvm-guest` found; looked at {looked}")]
-    NoGuestAgent { looked: String },
+    #[error("no static guest agent `ccvm-guest` for {arch} found; looked at {looked}")]
+    NoGuestAgent { arch: String, looked: String },
 
     #[error("{} is not a static 64-bit ELF executable", path.display())]
     NotStatic { path: PathBuf },
+
+    #[error("{} is a guest agent, but not for {arch}", path.display())]
+    WrongArch { path: PathBuf, arch: String },
+
+    /// A foreign-architecture image needs the host to run that architecture's programs.
+    #[error(
+        "building an {arch} image on this {host} host runs {arch} programs (Debian's maintainer \
+         scripts) under qemu-user, and {problem}"
+    )]
+    NoForeignExec {
+        arch: String,
+        host: String,
+        problem: String,
+    },
 
     #[error("{what}: cannot start {program}: {source}")]
     Start {
@@ -31,9 +45,10 @@ pub enum Error {
     },
 
     #[error(
-        "the downloaded {package}@{version} ({}) has the digest {got}, but ccvm pins {pinned}; \
+        "the downloaded {package}@{version} ({}) has the digest {got}, but {} {pinned}; \
          nothing of it was run",
-        tarball.display()
+        tarball.display(),
+        if *from_registry { "the registry lists" } else { "ccvm pins" }
     )]
     Digest {
         package: String,
@@ -41,6 +56,31 @@ pub enum Error {
         tarball: PathBuf,
         got: String,
         pinned: String,
+        /// The expected digest is the registry's (a `claude_code_version` ccvm does not pin).
+        from_registry: bool,
+    },
+
+    #[error(
+        "`{value}` is not a Claude Code version ccvm can use (claude_code_version: `latest` or \
+         an exact version such as `2.1.330`)"
+    )]
+    BadClaudeVersion { value: String },
+
+    #[error("the npm registry has no {package}@{requested}: {detail}")]
+    Registry {
+        package: String,
+        requested: String,
+        detail: String,
+    },
+
+    #[error(
+        "npm refused the download of {package}@{version}: its digest is not the one the registry \
+         lists ({detail}); nothing of it was run"
+    )]
+    NpmIntegrity {
+        package: String,
+        version: String,
+        detail: String,
     },
 
     #[error("the downloaded claude reports {printed:?}, expected {expected}")]
@@ -79,16 +119,38 @@ impl Error {
             Error::MissingTool { package, .. } => {
                 Some(format!("install the Debian/Ubuntu package `{package}`"))
             }
-            Error::NoGuestAgent { .. } | Error::NotStatic { .. } => Some(
+            Error::NoGuestAgent { arch, .. } if arch != std::env::consts::ARCH => Some(format!(
+                "build it with `scripts/build-guest.sh {arch}` (it needs `rustup target add \
+                 {arch}-unknown-linux-gnu` and Debian's gcc-{arch}-linux-gnu and \
+                 libc6-dev-{}-cross; scripts/deps.sh --{arch} installs them), or set \
+                 CCVM_GUEST_AGENT_{} to its path",
+                crate::recipe::debian_arch(arch).unwrap_or("arm64"),
+                arch.to_ascii_uppercase()
+            )),
+            Error::NoGuestAgent { .. } | Error::NotStatic { .. } | Error::WrongArch { .. } => Some(
                 "build it with `scripts/build-guest.sh` (or set CCVM_GUEST_AGENT to its path)"
                     .to_owned(),
             ),
+            Error::NoForeignExec { arch, .. } => Some(format!(
+                "install Debian's qemu-user-static and binfmt-support; where binfmt_misc is not \
+                 mounted (a container), as root: `mount -t binfmt_misc binfmt_misc \
+                 /proc/sys/fs/binfmt_misc && update-binfmts --enable qemu-{arch}`"
+            )),
             Error::Step { hint, .. } => Some(hint.clone()),
+            Error::BadClaudeVersion { .. } => Some(format!(
+                "fix claude_code_version in the config (or CCVM_CLAUDE_CODE_VERSION); without it \
+                 ccvm uses {}",
+                crate::recipe::CLAUDE_CODE_VERSION
+            )),
+            Error::Registry { package, .. } => Some(format!(
+                "`npm view {package} versions` lists the published versions; check the \
+                 registry (npm config get registry) and claude_code_version"
+            )),
             Error::UnknownPackage { suite, .. } => Some(format!(
                 "check the name at https://packages.debian.org/{suite} and fix or remove it in \
                  extra_packages (or CCVM_EXTRA_PACKAGES)"
             )),
-            Error::Digest { .. } => Some(
+            Error::Digest { .. } | Error::NpmIntegrity { .. } => Some(
                 "the registry (or a mirror or proxy in between) served a different package; \
                  check `npm config get registry` and try again"
                     .to_owned(),

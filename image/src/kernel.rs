@@ -15,8 +15,18 @@ fn kernel(detail: String) -> Error {
     Error::Kernel { detail }
 }
 
-/// Refuses a dynamically linked guest agent: it runs as PID 1 before any library exists.
-pub fn require_static(path: &Path) -> Result<(), Error> {
+/// The ELF machine number (`e_machine`) of an architecture ccvm builds images for.
+pub fn elf_machine(arch: &str) -> Option<u64> {
+    match arch {
+        "x86_64" => Some(0x3e),
+        "aarch64" => Some(0xb7),
+        _ => None,
+    }
+}
+
+/// Refuses a guest agent that is not a static 64-bit little-endian ELF executable for `arch`:
+/// it runs as PID 1 before any library exists, on that architecture's kernel.
+pub fn require_static(path: &Path, arch: &str) -> Result<(), Error> {
     let bytes = fs::read(path).map_err(io("cannot read", path))?;
     let field = |at: usize, len: usize| -> Option<u64> {
         let slice = bytes.get(at..at + len)?;
@@ -28,9 +38,12 @@ pub fn require_static(path: &Path) -> Result<(), Error> {
         )
     };
     let is_elf64 = bytes.starts_with(b"\x7fELF\x02\x01");
-    let (Some(phoff), Some(phentsize), Some(phnum)) =
-        (field(0x20, 8), field(0x36, 2), field(0x38, 2))
-    else {
+    let (Some(machine), Some(phoff), Some(phentsize), Some(phnum)) = (
+        field(0x12, 2),
+        field(0x20, 8),
+        field(0x36, 2),
+        field(0x38, 2),
+    ) else {
         return Err(Error::NotStatic {
             path: path.to_owned(),
         });
@@ -44,6 +57,12 @@ pub fn require_static(path: &Path) -> Result<(), Error> {
     if !is_elf64 || interpreter {
         return Err(Error::NotStatic {
             path: path.to_owned(),
+        });
+    }
+    if elf_machine(arch) != Some(machine) {
+        return Err(Error::WrongArch {
+            path: path.to_owned(),
+            arch: arch.to_owned(),
         });
     }
     Ok(())
@@ -120,7 +139,13 @@ pub fn install_kernel(root: &Path, release: &str, dest: &Path, xz: &Path) -> Res
         }
     }
     fs::write(dest, &bytes).map_err(io("cannot write", dest))?;
-    Ok("bzimage".to_owned())
+    // arm64's vmlinuz is a gzip-compressed `Image`, which QEMU unpacks itself.
+    Ok(if bytes.starts_with(b"\x1f\x8b") {
+        "image-gz"
+    } else {
+        "bzimage"
+    }
+    .to_owned())
 }
 
 /// Writes the initramfs: `/init` (the agent), `/dev/console`, and the modules.
@@ -219,12 +244,36 @@ mod tests {
 
     #[test]
     fn dynamically_linked_binaries_are_refused() {
-        let error = require_static(Path::new("/bin/sh")).expect_err("/bin/sh is dynamic");
+        let arch = std::env::consts::ARCH;
+        let error = require_static(Path::new("/bin/sh"), arch).expect_err("/bin/sh is dynamic");
         assert!(error.to_string().contains("not a static"), "{error}");
         let dir = tempfile::tempdir().expect("tempdir");
         let text = dir.path().join("script");
         fs::write(&text, "#!/bin/sh\n").expect("write");
-        assert!(require_static(&text).is_err());
+        assert!(require_static(&text, arch).is_err());
+    }
+
+    /// A static executable whose header says `machine`: a 64-byte ELF header, no program
+    /// headers.
+    fn elf_for(machine: u16) -> Vec<u8> {
+        let mut bytes = vec![0u8; 64];
+        bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        bytes[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn an_agent_for_another_architecture_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let arm = dir.path().join("arm");
+        fs::write(&arm, elf_for(0xb7)).expect("write");
+        require_static(&arm, "aarch64").expect("an aarch64 agent for an aarch64 image");
+        let error = require_static(&arm, "x86_64").expect_err("not for x86_64");
+        assert!(error.to_string().contains("not for x86_64"), "{error}");
+        let x86 = dir.path().join("x86");
+        fs::write(&x86, elf_for(0x3e)).expect("write");
+        require_static(&x86, "x86_64").expect("x86_64");
+        assert!(require_static(&x86, "aarch64").is_err());
     }
 
     #[test]

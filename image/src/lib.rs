@@ -16,6 +16,7 @@
 //! environment.
 #![forbid(unsafe_code)]
 
+pub mod claude;
 pub mod cpio;
 mod error;
 mod kernel;
@@ -33,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use error::Error;
-pub use kernel::require_static;
-pub use recipe::{CLAUDE_CODE_VERSION, Recipe, is_debian_package_name, normalized};
+pub use kernel::{elf_machine, require_static};
+pub use recipe::{CLAUDE_CODE_VERSION, Recipe, is_debian_package_name, normalized, sri_sha512};
 
 use crate::error::io;
 
@@ -98,6 +99,13 @@ pub struct ImageManifest {
     pub kernel_format: String,
     /// `2.1.330` or `stub`.
     pub claude_code: String,
+    /// The `claude_code_version` it was built for (`latest`, or the version itself; empty in
+    /// images built before the option existed, which carry the pinned release).
+    #[serde(default)]
+    pub claude_code_requested: String,
+    /// The npm tarball's digest the download was checked against (empty for the stub).
+    #[serde(default)]
+    pub claude_code_integrity: String,
     pub guest_agent_sha256: String,
     pub recipe: Recipe,
     /// Debian package → version, as installed.
@@ -117,6 +125,12 @@ pub struct BuildOptions {
     pub force: bool,
     /// Debian packages added to the recipe (`extra_packages`), validated by the caller.
     pub extra_packages: Vec<String>,
+    /// The guest architecture (`x86_64`, `aarch64`): the host's unless a backend's guest is
+    /// another ([`foreign_exec_problem`]).
+    pub arch: String,
+    /// `claude_code_version`: [`CLAUDE_CODE_VERSION`] (pinned), an exact version or
+    /// [`claude::LATEST`], resolved from the registry at build time.
+    pub claude_code_version: String,
 }
 
 impl Default for BuildOptions {
@@ -128,6 +142,8 @@ impl Default for BuildOptions {
             kernel_flavour: recipe::DEFAULT_KERNEL_FLAVOUR.to_owned(),
             force: false,
             extra_packages: Vec::new(),
+            arch: std::env::consts::ARCH.to_owned(),
+            claude_code_version: CLAUDE_CODE_VERSION.to_owned(),
         }
     }
 }
@@ -182,31 +198,90 @@ fn run_step_fed(
     })
 }
 
-/// The guest agent binary: `explicit` (`CCVM_GUEST_AGENT`), or next to the `ccvm` in
-/// `exe_dir`, or in `../lib/ccvm`, or the static build of this source tree.
+/// The guest agent binary for `arch`: `explicit` (`CCVM_GUEST_AGENT`, or
+/// `CCVM_GUEST_AGENT_AARCH64` for a foreign one), or next to the `ccvm` in `exe_dir`, or in
+/// `../lib/ccvm` (as `ccvm-guest` or `ccvm-guest-<arch>`), or the static build of this source
+/// tree. A candidate built for another architecture is passed over, and named.
 pub fn find_guest_agent(
     explicit: Option<PathBuf>,
     exe_dir: &Path,
     arch: &str,
 ) -> Result<PathBuf, Error> {
     let mut candidates: Vec<PathBuf> = explicit.into_iter().collect();
-    candidates.push(exe_dir.join("ccvm-guest"));
-    candidates.push(exe_dir.join("../lib/ccvm/ccvm-guest"));
+    for dir in [exe_dir.to_owned(), exe_dir.join("../lib/ccvm")] {
+        candidates.push(dir.join("ccvm-guest"));
+        candidates.push(dir.join(format!("ccvm-guest-{arch}")));
+    }
     // A development tree: target/debug/ccvm next to target/<arch>-unknown-linux-gnu/release/.
     candidates.push(exe_dir.join(format!("../{arch}-unknown-linux-gnu/release/ccvm-guest")));
     let mut looked = Vec::new();
     for candidate in &candidates {
-        match kernel::require_static(candidate) {
+        match kernel::require_static(candidate, arch) {
             Ok(()) => return Ok(candidate.clone()),
             Err(_) if !candidate.exists() => {
                 looked.push(format!("{} (absent)", candidate.display()))
+            }
+            Err(Error::WrongArch { .. }) => {
+                looked.push(format!("{} (not for {arch})", candidate.display()))
             }
             Err(_) => looked.push(format!("{} (not static)", candidate.display())),
         }
     }
     Err(Error::NoGuestAgent {
+        arch: arch.to_owned(),
         looked: looked.join(", "),
     })
+}
+
+/// Why this host cannot run `arch`'s programs, which building an image for it needs (the
+/// root filesystem's maintainer scripts, the downloaded claude's version check); `None` for
+/// the host's own architecture or when binfmt_misc hands them to a qemu-user interpreter
+/// that works inside the build's chroot (the `F` flag: opened once, at registration).
+/// `binfmt` is `/proc/sys/fs/binfmt_misc` (a parameter for the tests).
+pub fn foreign_exec_problem(arch: &str, binfmt: &Path) -> Option<String> {
+    if arch == std::env::consts::ARCH {
+        return None;
+    }
+    if !binfmt.join("status").exists() {
+        return Some(format!(
+            "binfmt_misc is not mounted at {}",
+            binfmt.display()
+        ));
+    }
+    let entry = binfmt.join(format!("qemu-{arch}"));
+    let Ok(text) = fs::read_to_string(&entry) else {
+        return Some(format!(
+            "no qemu-user interpreter is registered for {arch} ({} is absent)",
+            entry.display()
+        ));
+    };
+    if text.lines().next() != Some("enabled") {
+        return Some(format!("{} is disabled", entry.display()));
+    }
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags: "))
+        .unwrap_or("");
+    if !flags.contains('F') {
+        return Some(format!(
+            "{} lacks the F flag, so its interpreter is not found inside the build's chroot \
+             (use the static interpreter of qemu-user-static)",
+            entry.display()
+        ));
+    }
+    None
+}
+
+/// [`foreign_exec_problem`] on this host, as an error.
+pub fn require_foreign_exec(arch: &str) -> Result<(), Error> {
+    match foreign_exec_problem(arch, Path::new("/proc/sys/fs/binfmt_misc")) {
+        None => Ok(()),
+        Some(problem) => Err(Error::NoForeignExec {
+            arch: arch.to_owned(),
+            host: std::env::consts::ARCH.to_owned(),
+            problem,
+        }),
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
@@ -275,8 +350,9 @@ impl Drop for BuildDir {
 /// `--ccvm-image build`.
 pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error> {
     let started = Instant::now();
-    let arch = std::env::consts::ARCH;
-    let recipe = Recipe::new(options, arch)?;
+    let arch = options.arch.as_str();
+    kernel::require_static(&host.guest_agent, arch)?;
+    require_foreign_exec(arch)?;
     let BuildHost {
         images,
         mmdebstrap,
@@ -287,6 +363,31 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
         guest_agent: agent,
         environment,
     } = host;
+    if !options.stub && npm.is_none() {
+        return Err(Error::MissingTool {
+            program: "npm".to_owned(),
+            package: "npm".to_owned(),
+        });
+    }
+    // The release first: `latest` becomes a version, which is part of the key.
+    let resolved = match npm {
+        Some(npm) if !options.stub => Some(claude::resolve(
+            &options.claude_code_version,
+            arch,
+            npm,
+            images,
+            environment,
+        )?),
+        _ => None,
+    };
+    let options = &BuildOptions {
+        claude_code_version: resolved.as_ref().map_or_else(
+            || options.claude_code_version.clone(),
+            |r| r.version.clone(),
+        ),
+        ..options.clone()
+    };
+    let recipe = Recipe::new(options, arch)?;
     let agent_sha = sha256_file(agent)?;
     let key = recipe.key(&agent_sha);
     let final_dir = images.join(&key);
@@ -310,19 +411,26 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
 
     // 1. Claude Code.
     let claude = work.join("claude");
-    match &npm {
-        Some(npm) => {
+    match (&npm, &resolved) {
+        (Some(npm), Some(release)) => {
+            let version = &release.version;
             progress(
                 1,
                 total,
-                &format!("downloading Claude Code {CLAUDE_CODE_VERSION} from npm (~175 MB)"),
+                &format!(
+                    "downloading Claude Code {version}{} for {arch} from npm (~175 MB)",
+                    if release.requested == claude::LATEST {
+                        " (latest)"
+                    } else {
+                        ""
+                    }
+                ),
             );
-            let (package, integrity) = recipe::claude_package(arch)?;
             run_step(
                 Command::new(npm)
-                    .args(["pack", "--silent", "--pack-destination"])
+                    .args(["pack", "--loglevel=warn", "--pack-destination"])
                     .arg(&work)
-                    .arg(format!("{package}@{CLAUDE_CODE_VERSION}"))
+                    .arg(format!("{}@{version}", release.package))
                     // Not the project: its `.npmrc` must not choose the registry.
                     .current_dir(&work)
                     .env_clear()
@@ -330,7 +438,22 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
                 &logs.join("npm.log"),
                 "downloading Claude Code",
                 "check that the npm registry is reachable (npm config get registry)",
-            )?;
+            )
+            .map_err(|error| {
+                // npm's own check against the registry's listed digest.
+                let log = fs::read_to_string(logs.join("npm.log")).unwrap_or_default();
+                match log
+                    .lines()
+                    .find(|l| l.contains("integrity checksum failed"))
+                {
+                    Some(line) if log.contains("EINTEGRITY") => Error::NpmIntegrity {
+                        package: release.package.to_owned(),
+                        version: version.clone(),
+                        detail: line.trim_start_matches("npm error ").trim().to_owned(),
+                    },
+                    _ => error,
+                }
+            })?;
             let tarball = fs::read_dir(&work)
                 .map_err(io("cannot list", &work))?
                 .flatten()
@@ -340,13 +463,14 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
             let got = fs::File::open(&tarball)
                 .and_then(recipe::sri_sha512)
                 .map_err(io("cannot read", &tarball))?;
-            if got != integrity {
+            if got != release.integrity {
                 return Err(Error::Digest {
-                    package: package.to_owned(),
-                    version: CLAUDE_CODE_VERSION.to_owned(),
+                    package: release.package.to_owned(),
+                    version: version.clone(),
                     tarball,
                     got,
-                    pinned: integrity.to_owned(),
+                    pinned: release.integrity.clone(),
+                    from_registry: !release.pinned,
                 });
             }
             run_step(
@@ -364,10 +488,13 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
             let _ = fs::remove_file(&tarball);
             let _ = fs::remove_dir_all(work.join("package"));
             // The first run of downloaded code: with nothing of the user's (no API key, no
-            // tokens, a throwaway home), S10.3.
+            // tokens, a throwaway home), S10.3. Another architecture's binary runs under
+            // qemu-user, which the build has already required.
             let scratch_home = work.join("check-home");
             fs::create_dir_all(&scratch_home).map_err(io("cannot create", &scratch_home))?;
-            let version = Command::new(&claude)
+            fs::set_permissions(&claude, fs::Permissions::from_mode(0o755))
+                .map_err(io("cannot chmod", &claude))?;
+            let printed = Command::new(&claude)
                 .arg("--version")
                 .env_clear()
                 .env("HOME", &scratch_home)
@@ -375,15 +502,15 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
                 .stdin(Stdio::null())
                 .output()
                 .map_err(io("cannot run", &claude))?;
-            let printed = String::from_utf8_lossy(&version.stdout);
-            if !printed.starts_with(CLAUDE_CODE_VERSION) {
+            let printed = String::from_utf8_lossy(&printed.stdout);
+            if !printed.starts_with(&format!("{version} ")) {
                 return Err(Error::WrongVersion {
                     printed: printed.into_owned(),
-                    expected: CLAUDE_CODE_VERSION.to_owned(),
+                    expected: version.clone(),
                 });
             }
         }
-        None => {
+        _ => {
             progress(1, total, "writing the stub claude (test image)");
             fs::write(&claude, recipe::STUB_CLAUDE).map_err(io("cannot write", &claude))?;
         }
@@ -407,7 +534,10 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
         .arg(&root_tar)
         .current_dir(&work)
         .env_clear()
-        .envs(environment.iter().cloned());
+        .envs(environment.iter().cloned())
+        // The kernel package's hook would build Debian's initramfs, which ccvm replaces with
+        // its own (and deletes): minutes of shell under qemu-user for a foreign image.
+        .env("INITRD", "No");
     let log = logs.join("mmdebstrap.log");
     run_step(
         &mut mm,
@@ -519,11 +649,15 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
         kernel_flavour: options.kernel_flavour.clone(),
         kernel_release: release,
         kernel_format,
-        claude_code: if options.stub {
-            "stub".to_owned()
-        } else {
-            CLAUDE_CODE_VERSION.to_owned()
-        },
+        claude_code: resolved
+            .as_ref()
+            .map_or_else(|| "stub".to_owned(), |r| r.version.clone()),
+        claude_code_requested: resolved
+            .as_ref()
+            .map_or_else(String::new, |r| r.requested.clone()),
+        claude_code_integrity: resolved
+            .as_ref()
+            .map_or_else(String::new, |r| r.integrity.clone()),
         guest_agent_sha256: agent_sha,
         recipe,
         packages,
@@ -571,7 +705,11 @@ pub fn list(images: &Path) -> Result<String, Error> {
             "{}  {}  {}  {}  {} MB  {}  {}\n",
             m.name,
             m.arch,
-            m.claude_code,
+            if m.claude_code_requested == claude::LATEST {
+                format!("{} (latest)", m.claude_code)
+            } else {
+                m.claude_code.clone()
+            },
             m.kernel_release,
             m.root_image_bytes / 1_000_000,
             target.display(),
@@ -587,9 +725,9 @@ pub fn list(images: &Path) -> Result<String, Error> {
     Ok(out)
 }
 
-/// `--ccvm-image remove NAME`: the name link and the image it points to.
-pub fn remove(images: &Path, name: &str) -> Result<String, Error> {
-    let link = named_dir(images, name, std::env::consts::ARCH);
+/// `--ccvm-image remove NAME`: the name link for `arch` and the image it points to.
+pub fn remove(images: &Path, name: &str, arch: &str) -> Result<String, Error> {
+    let link = named_dir(images, name, arch);
     let target = fs::read_link(&link).map_err(|_| Error::NoSuchImage {
         name: name.to_owned(),
         link: link.clone(),
@@ -625,6 +763,42 @@ mod tests {
             fs::read_link(images.path().join("a-x86_64")).expect("link"),
             Path::new("k2")
         );
+    }
+
+    #[test]
+    fn a_foreign_image_needs_an_enabled_binfmt_entry_that_works_in_a_chroot() {
+        let foreign = if std::env::consts::ARCH == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        assert_eq!(
+            foreign_exec_problem(std::env::consts::ARCH, Path::new("/nonexistent")),
+            None
+        );
+        let binfmt = tempfile::tempdir().expect("tempdir");
+        let problem = |expect: &str| {
+            let got = foreign_exec_problem(foreign, binfmt.path()).expect("a problem");
+            assert!(got.contains(expect), "{got}");
+        };
+        problem("not mounted");
+        fs::write(binfmt.path().join("status"), "enabled\n").expect("write");
+        problem("no qemu-user interpreter is registered");
+        let entry = binfmt.path().join(format!("qemu-{foreign}"));
+        fs::write(
+            &entry,
+            "disabled\ninterpreter /usr/libexec/qemu-binfmt/x\nflags: PF\n",
+        )
+        .expect("write");
+        problem("is disabled");
+        fs::write(&entry, "enabled\ninterpreter /usr/bin/qemu-x\nflags: P\n").expect("write");
+        problem("lacks the F flag");
+        fs::write(
+            &entry,
+            "enabled\ninterpreter /usr/libexec/qemu-binfmt/x\nflags: PF\n",
+        )
+        .expect("write");
+        assert_eq!(foreign_exec_problem(foreign, binfmt.path()), None);
     }
 
     #[test]

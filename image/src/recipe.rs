@@ -83,7 +83,7 @@ const PATH_EXCLUDES: &[&str] = &[
 ];
 
 /// Debian's name for an architecture.
-fn debian_arch(arch: &str) -> Result<&'static str, Error> {
+pub(crate) fn debian_arch(arch: &str) -> Result<&'static str, Error> {
     match arch {
         "x86_64" => Ok("amd64"),
         "aarch64" => Ok("arm64"),
@@ -96,7 +96,7 @@ fn debian_arch(arch: &str) -> Result<&'static str, Error> {
 /// The npm package with Claude Code's native binary for `arch`, and the registry's integrity
 /// digest of its [`CLAUDE_CODE_VERSION`] tarball (`npm view <package>@<version>
 /// dist.integrity`): the download is checked against it before anything in it runs.
-pub fn claude_package(arch: &str) -> Result<(&'static str, &'static str), Error> {
+pub(crate) fn claude_package(arch: &str) -> Result<(&'static str, &'static str), Error> {
     Ok(match debian_arch(arch)? {
         "arm64" => (
             "@anthropic-ai/claude-code-linux-arm64",
@@ -195,7 +195,7 @@ impl Recipe {
             claude: if options.stub {
                 format!("stub:{:x}", Sha256::digest(STUB_CLAUDE.as_bytes()))
             } else {
-                CLAUDE_CODE_VERSION.to_owned()
+                options.claude_code_version.clone()
             },
             extra_packages: normalized(&options.extra_packages),
         })

@@ -1,6 +1,6 @@
 //! `--ccvm-image`: errors, listing and removal without building anything.
 
-use ccvm_test_support::world::World;
+use ccvm_test_support::world::{Outcome, World};
 
 #[test]
 fn image_without_an_action_or_with_a_bad_option_is_a_usage_error() {
@@ -218,5 +218,239 @@ fn an_old_image_is_pointed_out_with_the_refresh_command() {
         lines[0].contains("ccvm --ccvm-image build --refresh"),
         "{}",
         lines[0]
+    );
+}
+
+/// The platform package the image builder asks the registry for on this host.
+fn claude_platform_package() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "@anthropic-ai/claude-code-linux-arm64"
+    } else {
+        "@anthropic-ai/claude-code-linux-x64"
+    }
+}
+
+/// A world whose image builds ask a loopback registry (the real npm, `npm_config_registry`)
+/// for Claude Code, with `claude_code_version` set; `None` (after printing why) without npm.
+fn registry_world(
+    version: &str,
+    releases: impl FnOnce(&World) -> Vec<ccvm_test_support::registry::Release>,
+    latest: &str,
+) -> Option<(World, ccvm_test_support::registry::Registry)> {
+    if which::which("npm").is_err() {
+        ccvm_test_support::vm::skip("npm is not installed (scripts/deps.sh --user installs it)");
+        return None;
+    }
+    let world = World::new();
+    world.config(&format!("claude_code_version = \"{version}\"\n"));
+    let registry = ccvm_test_support::registry::Registry::start(
+        claude_platform_package(),
+        releases(&world),
+        latest,
+    );
+    Some((world, registry))
+}
+
+/// A `claude` that records that it ran (and with what environment) and prints `printed`.
+fn recording_claude(world: &World, printed: &str) -> String {
+    format!(
+        "#!/bin/sh\nenv > {}\necho '{printed}'\n",
+        world.path("claude-ran").display()
+    )
+}
+
+/// Builds with the world's config against `registry`; npm retries a corrupt download twice,
+/// with back-off, before it gives up: not here.
+fn build_against(world: &World, registry: &ccvm_test_support::registry::Registry) -> Outcome {
+    world
+        .ccvm()
+        .args(["--ccvm-image", "build"])
+        .env("npm_config_registry", &registry.url)
+        .env("npm_config_fetch_retries", "0")
+        .env("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
+        .run()
+}
+
+/// A release whose tarball is `served` while the registry lists the digest of `listed`.
+fn mismatched(
+    listed: ccvm_test_support::registry::Release,
+    served: ccvm_test_support::registry::Release,
+) -> ccvm_test_support::registry::Release {
+    ccvm_test_support::registry::Release {
+        tarball: served.tarball,
+        ..listed
+    }
+}
+
+/// S10.2 (issue 18): `latest` is resolved from the registry; a download that is not what the
+/// registry lists for that version is refused before anything in it runs.
+#[test]
+fn latest_is_resolved_from_the_registry_and_a_tarball_off_its_listed_digest_never_runs() {
+    let Some((world, registry)) = registry_world(
+        "latest",
+        |world| {
+            let listed = ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                "9.9.9",
+                "#!/bin/sh\necho '9.9.9 (Claude Code)'\n",
+                &world.path("scratch"),
+            );
+            let served = ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                "9.9.9",
+                &recording_claude(world, "9.9.9 (Claude Code)"),
+                &world.path("scratch2"),
+            );
+            vec![mismatched(listed, served)]
+        },
+        "9.9.9",
+    ) else {
+        return;
+    };
+    let out = build_against(&world, &registry).expect_code(1);
+    let error = out.error_line();
+    assert!(
+        error.contains(&format!(
+            "npm refused the download of {}@9.9.9",
+            claude_platform_package()
+        )) && error.contains("nothing of it was run"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("downloading Claude Code 9.9.9 (latest)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !world.path("claude-ran").exists(),
+        "the tampered claude ran"
+    );
+    let requests = registry.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().any(|r| r.ends_with("/tarballs/9.9.9.tgz")),
+        "{requests:?}"
+    );
+}
+
+/// The pinned release is checked against ccvm's own digest: a registry (or mirror) that
+/// serves another tarball and lists that tarball's digest, so that npm is content, is caught.
+#[test]
+fn a_registry_that_lies_consistently_about_the_pinned_release_is_caught_by_the_pin() {
+    let pinned = ccvm_image::CLAUDE_CODE_VERSION;
+    let Some((world, registry)) = registry_world(
+        pinned,
+        |world| {
+            vec![ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                pinned,
+                &recording_claude(world, &format!("{pinned} (Claude Code)")),
+                &world.path("scratch"),
+            )]
+        },
+        pinned,
+    ) else {
+        return;
+    };
+    let out = build_against(&world, &registry).expect_code(1);
+    assert!(
+        out.error_line().contains("but ccvm pins sha512-"),
+        "{}",
+        out.stderr
+    );
+    assert!(!world.path("claude-ran").exists(), "the served claude ran");
+}
+
+/// An exact version the registry does not have fails naming it, before any download.
+#[test]
+fn a_claude_code_version_the_registry_lacks_fails_naming_it() {
+    let Some((world, registry)) = registry_world(
+        "9.9.8",
+        |world| {
+            vec![ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                "9.9.9",
+                &recording_claude(world, "9.9.9 (Claude Code)"),
+                &world.path("scratch"),
+            )]
+        },
+        "9.9.9",
+    ) else {
+        return;
+    };
+    let out = build_against(&world, &registry).expect_code(1);
+    assert!(
+        out.error_line().contains(&format!(
+            "the npm registry has no {}@9.9.8",
+            claude_platform_package()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.hint_line().contains("npm view"), "{}", out.stderr);
+    let requests = registry.requests.lock().expect("requests").clone();
+    assert!(
+        !requests.iter().any(|r| r.contains("/tarballs/")),
+        "{requests:?}"
+    );
+}
+
+/// The resolved release is downloaded, checked and run (with nothing of the user's); a
+/// `claude` that reports another version stops the build there.
+#[test]
+fn a_resolved_claude_that_reports_another_version_stops_the_build() {
+    let Some((world, registry)) = registry_world(
+        "latest",
+        |world| {
+            vec![ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                "9.9.9",
+                &recording_claude(world, "2.1.330 (Claude Code)"),
+                &world.path("scratch"),
+            )]
+        },
+        "9.9.9",
+    ) else {
+        return;
+    };
+    let out = build_against(&world, &registry).expect_code(1);
+    assert!(
+        out.error_line()
+            .contains("reports \"2.1.330 (Claude Code)\\n\", expected 9.9.9"),
+        "{}",
+        out.stderr
+    );
+    let seen = std::fs::read_to_string(world.path("claude-ran")).expect("the claude ran");
+    assert!(!seen.contains("must-not-leak"), "{seen}");
+    assert!(
+        world
+            .tree()
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("/images/.build-")),
+        "the failed build left its work directory"
+    );
+}
+
+#[test]
+fn a_claude_code_version_that_is_not_latest_or_exact_is_refused_naming_it() {
+    let world = World::new();
+    world.config("claude_code_version = \"^2.1\"\n");
+    let out = world.ccvm().arg("--ccvm-plan").run().expect_code(2);
+    assert!(
+        out.stderr.contains("claude_code_version") && out.stderr.contains("^2.1"),
+        "{}",
+        out.stderr
+    );
+    let out = World::new()
+        .ccvm()
+        .arg("--ccvm-plan")
+        .env("CCVM_CLAUDE_CODE_VERSION", "file:../evil.tgz")
+        .run()
+        .expect_code(2);
+    assert!(
+        out.stderr.contains("CCVM_CLAUDE_CODE_VERSION"),
+        "{}",
+        out.stderr
     );
 }

@@ -4,6 +4,7 @@
 //! `CCVM_REQUIRE_VM_TESTS=1` (and `CCVM_REQUIRE_REAL_IMAGE=1` for the real image) turns the
 //! skip into a failure, as `.ci/run` does.
 
+mod aarch64;
 mod boot;
 mod clipboard;
 mod egress;

@@ -91,6 +91,9 @@ pub struct RunConfig {
     pub image: String,
     /// Debian packages added to the image recipe, sorted and unique.
     pub extra_packages: Vec<String>,
+    /// The Claude Code release the image carries: the pinned one, an exact version or
+    /// `latest` (checked).
+    pub claude_code_version: String,
     /// `--ccvm-plugin-dir`, in order.
     pub plugin_dirs_flag: Vec<PathBuf>,
     /// `CCVM_PLUGIN_PATH`, in order.
@@ -135,6 +138,7 @@ impl RunConfig {
             hypervisor_sandbox: true,
             image: DEFAULT_IMAGE.to_owned(),
             extra_packages: Vec::new(),
+            claude_code_version: ccvm_image::CLAUDE_CODE_VERSION.to_owned(),
             plugin_dirs_flag: Vec::new(),
             plugin_dirs_env: Vec::new(),
             plugin_dirs_config: Vec::new(),

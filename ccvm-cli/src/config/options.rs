@@ -520,6 +520,23 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         },
     },
     OptionDef {
+        key: "claude_code_version",
+        env: Some("CCVM_CLAUDE_CODE_VERSION"),
+        env_only: false,
+        help: "the Claude Code release in the guest image: ccvm's pinned one, an exact version, \
+               or \"latest\" (resolved from the npm registry when the image is built; \
+               `--ccvm-image build --refresh` takes a newer one); a change builds a new image on \
+               first use",
+        apply: |c, r, _| {
+            let value = string(r)?;
+            if !ccvm_image::claude::is_claude_code_version(&value) {
+                return Err(r.expected("\"latest\" or an exact version such as \"2.1.330\""));
+            }
+            c.claude_code_version = value;
+            Ok(())
+        },
+    },
+    OptionDef {
         key: "plugin_dirs",
         env: Some("CCVM_PLUGIN_PATH"),
         env_only: false,

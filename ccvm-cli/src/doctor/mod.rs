@@ -142,8 +142,35 @@ pub fn run(
         ),
     }
 
-    let arch = std::env::consts::ARCH;
+    // The image for the backend's guest, which may be another architecture's (`virt`).
+    let arch = planned
+        .as_ref()
+        .map_or(std::env::consts::ARCH, |p| p.image.arch.as_str());
     let dir = ccvm_image::named_dir(&host::images::images_dir(env)?, &config.image, arch);
+    if arch != std::env::consts::ARCH {
+        let problem = match ccvm_image::require_foreign_exec(arch) {
+            Err(e) => Some((e.to_string(), e.hint())),
+            Ok(()) => host::images::guest_agent(env, arch)
+                .err()
+                .map(|e| (e.to_string(), e.hint())),
+        };
+        match problem {
+            None => report.add(
+                Level::Ok,
+                "foreign image",
+                format!(
+                    "{arch} images can be built on this {} host (qemu-user through binfmt_misc, \
+                     an {arch} guest agent)",
+                    std::env::consts::ARCH
+                ),
+            ),
+            Some((problem, hint)) => report.add(
+                Level::Warn,
+                "foreign image",
+                format!("{problem}; fix: {}", hint.unwrap_or_default()),
+            ),
+        }
+    }
     match std::fs::read_to_string(dir.join(ccvm_image::MANIFEST_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<ccvm_image::ImageManifest>(&t).ok())
@@ -164,9 +191,14 @@ pub fn run(
             "guest image",
             format!(
                 "`{}` for {arch} is not built ({}); ccvm builds it on first use, or now with \
-                 `ccvm --ccvm-image build`",
+                 `ccvm --ccvm-image build{}`",
                 config.image,
-                dir.display()
+                dir.display(),
+                if arch == std::env::consts::ARCH {
+                    String::new()
+                } else {
+                    format!(" --arch {arch}")
+                }
             ),
         ),
     }

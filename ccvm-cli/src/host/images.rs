@@ -78,7 +78,8 @@ pub fn build_environment(env: &Env) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// The static guest agent the image will carry.
+/// The static guest agent an image for `arch` will carry: `CCVM_GUEST_AGENT` names the host
+/// architecture's, `CCVM_GUEST_AGENT_AARCH64` (…`_<ARCH>`) another's.
 pub fn guest_agent(env: &Env, arch: &str) -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         what: "cannot locate",
@@ -86,16 +87,22 @@ pub fn guest_agent(env: &Env, arch: &str) -> Result<PathBuf, Error> {
         source,
     })?;
     let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
+    let variable = if arch == std::env::consts::ARCH {
+        "CCVM_GUEST_AGENT".to_owned()
+    } else {
+        format!("CCVM_GUEST_AGENT_{}", arch.to_ascii_uppercase())
+    };
     Ok(ccvm_image::find_guest_agent(
-        env.abs_path("CCVM_GUEST_AGENT"),
+        env.abs_path(&variable),
         dir,
         arch,
     )?)
 }
 
 /// Everything `ccvm_image::build` needs from this host: the checked images directory, the
-/// build programs from the trusted `PATH`, the guest agent and the allowlisted environment.
-pub fn build_host(env: &Env, stub: bool) -> Result<BuildHost, Error> {
+/// build programs from the trusted `PATH`, the guest agent for `arch` and the allowlisted
+/// environment.
+pub fn build_host(env: &Env, stub: bool, arch: &str) -> Result<BuildHost, Error> {
     let tool = |name: &str, package: &str| {
         find_program(name, env).ok_or_else(|| {
             Error::from(ccvm_image::Error::MissingTool {
@@ -115,7 +122,7 @@ pub fn build_host(env: &Env, stub: bool) -> Result<BuildHost, Error> {
         tar: take("tar").expect("a build always needs tar"),
         xz: take("xz").expect("a build always needs xz"),
         npm: take("npm"),
-        guest_agent: guest_agent(env, std::env::consts::ARCH)?,
+        guest_agent: guest_agent(env, arch)?,
         environment: build_environment(env),
         images: create_images_dir(env)?,
     })

@@ -38,6 +38,8 @@ impl HostAccess for LiveHost<'_> {
         let manifest: ccvm_image::ImageManifest = serde_json::from_reader(file).ok()?;
         Some(BuiltImage {
             extra_packages: manifest.recipe.extra_packages,
+            claude_code: manifest.claude_code,
+            claude_code_requested: manifest.claude_code_requested,
             age_days: built
                 .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
                 .map(|age| age.as_secs() / 86_400),

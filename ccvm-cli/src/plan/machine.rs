@@ -9,7 +9,7 @@ use ccvm_plugin_api::{
     Requirements, ShareSpec, VmSpec, method,
 };
 
-use super::{HostAccess, ImagePlan, RunIdentity};
+use super::{BuiltImage, HostAccess, ImagePlan, RunIdentity};
 use crate::config::RunConfig;
 use crate::error::Error;
 use crate::host::utf8;
@@ -91,6 +91,18 @@ pub fn memlock_warning(limit: Option<u64>, memory_mib: u32) -> Option<String> {
     })
 }
 
+/// Whether `built` carries the Claude Code `wanted` names: that version, or one resolved for
+/// `latest` (a newer release comes with `--ccvm-image build --refresh`, not on its own). A
+/// test image's stub stands in for any.
+fn carries_the_configured_claude(built: &BuiltImage, wanted: &str) -> bool {
+    built.claude_code == "stub"
+        || if wanted == ccvm_image::claude::LATEST {
+            built.claude_code_requested == wanted
+        } else {
+            built.claude_code == wanted
+        }
+}
+
 /// The configured image for the backend's guest architecture, and whether it is built.
 pub fn locate_image(
     config: &RunConfig,
@@ -108,10 +120,12 @@ pub fn locate_image(
     let built = host.built_image(&dir);
     Ok(ImagePlan {
         name: config.image.clone(),
-        present: built
-            .as_ref()
-            .is_some_and(|b| b.extra_packages == config.extra_packages),
+        present: built.as_ref().is_some_and(|b| {
+            b.extra_packages == config.extra_packages
+                && carries_the_configured_claude(b, &config.claude_code_version)
+        }),
         extra_packages: config.extra_packages.clone(),
+        claude_code_version: config.claude_code_version.clone(),
         age_days: built.and_then(|b| b.age_days),
         dir: utf8(&dir, "the image directory")?,
         arch,
@@ -217,4 +231,45 @@ pub fn plan_machine(
     }
     diagnostics.push(Diagnostic::error(error.to_string()));
     backend.call(method::PLAN, &request(&named))
+}
+
+#[cfg(test)]
+mod claude_tests {
+    use super::*;
+
+    fn built(claude_code: &str, requested: &str) -> BuiltImage {
+        BuiltImage {
+            extra_packages: Vec::new(),
+            claude_code: claude_code.to_owned(),
+            claude_code_requested: requested.to_owned(),
+            age_days: None,
+        }
+    }
+
+    /// A pinned or exact version needs that version; `latest` needs an image built for
+    /// `latest` (whichever release that was), not one that happens to carry some version.
+    #[test]
+    fn an_image_matches_the_configured_claude_code_version() {
+        let pinned = ccvm_image::CLAUDE_CODE_VERSION;
+        // An image from before the option: the pinned release, nothing requested.
+        assert!(carries_the_configured_claude(&built(pinned, ""), pinned));
+        assert!(!carries_the_configured_claude(&built(pinned, ""), "latest"));
+        assert!(!carries_the_configured_claude(
+            &built(pinned, pinned),
+            "2.1.334"
+        ));
+        assert!(carries_the_configured_claude(
+            &built("2.1.334", "latest"),
+            "latest"
+        ));
+        assert!(carries_the_configured_claude(
+            &built("2.1.334", "2.1.334"),
+            "2.1.334"
+        ));
+        assert!(!carries_the_configured_claude(
+            &built("2.1.334", "latest"),
+            pinned
+        ));
+        assert!(carries_the_configured_claude(&built("stub", ""), "latest"));
+    }
 }

@@ -76,8 +76,29 @@ pub struct ImagePlan {
     pub present: bool,
     /// The configured `extra_packages` the image must have.
     pub extra_packages: Vec<String>,
+    /// The configured `claude_code_version` the image must carry.
+    pub claude_code_version: String,
     /// Days since the image was built (`None`: not built, or unknown).
     pub age_days: Option<u64>,
+}
+
+impl ImagePlan {
+    /// What the configuration asks of the image beyond the defaults, for messages:
+    /// ` with extra_packages a, b and Claude Code latest`, or nothing.
+    pub fn wanted(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.extra_packages.is_empty() {
+            parts.push(format!("extra_packages {}", self.extra_packages.join(", ")));
+        }
+        if self.claude_code_version != ccvm_image::CLAUDE_CODE_VERSION {
+            parts.push(format!("Claude Code {}", self.claude_code_version));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", parts.join(" and "))
+        }
+    }
 }
 
 /// One forwarded argument: text when it is UTF-8, hex bytes otherwise. Either way it is
@@ -233,6 +254,10 @@ pub trait HostAccess {
 pub struct BuiltImage {
     /// The `extra_packages` it was built with.
     pub extra_packages: Vec<String>,
+    /// The Claude Code it carries (`stub` in test images) and the `claude_code_version` it
+    /// was built for (empty in images from before that option: the pinned release).
+    pub claude_code: String,
+    pub claude_code_requested: String,
     /// Days since it was built (`None` when the host cannot tell).
     pub age_days: Option<u64>,
 }
@@ -324,11 +349,7 @@ fn plan_machine_half<'r>(
             "guest image `{}` for {} is not built yet{} ({})",
             image.name,
             image.arch,
-            if image.extra_packages.is_empty() {
-                String::new()
-            } else {
-                format!(" with extra_packages {}", image.extra_packages.join(", "))
-            },
+            image.wanted(),
             image.dir
         )));
     }

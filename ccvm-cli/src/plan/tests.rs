@@ -174,6 +174,8 @@ mod whole_plan {
         fn built_image(&self, _dir: &Path) -> Option<crate::plan::BuiltImage> {
             Some(crate::plan::BuiltImage {
                 extra_packages: Vec::new(),
+                claude_code: ccvm_image::CLAUDE_CODE_VERSION.to_owned(),
+                claude_code_requested: String::new(),
                 age_days: Some(3),
             })
         }

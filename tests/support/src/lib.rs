@@ -7,6 +7,7 @@
 //! Test code only: it may panic, and never touches anything outside the worlds it creates and
 //! the image cache it is pointed at.
 
+pub mod registry;
 pub mod tmux;
 pub mod vm;
 pub mod world;

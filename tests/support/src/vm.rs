@@ -29,16 +29,25 @@ pub fn skip(reason: &str) -> Option<String> {
     Some(reason.to_owned())
 }
 
-/// Why this host cannot boot the x86_64 test VM, if it cannot.
-fn missing_tool() -> Option<String> {
-    if std::env::consts::ARCH != "x86_64" {
+/// The architecture of the `virt` backend's guest, whose images an x86_64 host builds under
+/// qemu-user.
+pub const AARCH64: &str = "aarch64";
+
+/// Why this host cannot build and boot the test VM for `arch`, if it cannot.
+fn missing_tool(arch: &str) -> Option<String> {
+    let host = std::env::consts::ARCH;
+    if host != "x86_64" {
         return Some(format!(
-            "the VM tests boot x86_64 guests; this host is {}",
-            std::env::consts::ARCH
+            "the VM tests run on x86_64 hosts; this host is {host}"
         ));
     }
+    let qemu = if arch == AARCH64 {
+        ("qemu-system-aarch64", "qemu-system-arm")
+    } else {
+        ("qemu-system-x86_64", "qemu-system-x86")
+    };
     for (program, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
+        qemu,
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
         ("mmdebstrap", "mmdebstrap"),
@@ -49,6 +58,14 @@ fn missing_tool() -> Option<String> {
                 "`{program}` is not installed (package {package}; scripts/setup.sh installs it)"
             ));
         }
+    }
+    if let Some(problem) =
+        ccvm_image::foreign_exec_problem(arch, Path::new("/proc/sys/fs/binfmt_misc"))
+    {
+        return Some(format!(
+            "an {arch} image cannot be built here: {problem} (scripts/deps.sh --{arch} sets \
+             it up)"
+        ));
     }
     None
 }
@@ -69,7 +86,17 @@ fn shared_cache() -> PathBuf {
 pub fn stub_image() -> Result<&'static Path, String> {
     static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     IMAGE
-        .get_or_init(|| build_stub(STUB_IMAGE, &[]))
+        .get_or_init(|| build_stub(STUB_IMAGE, &[], std::env::consts::ARCH))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// The aarch64 stub image (for the `virt` backend), built like [`stub_image`] under
+/// qemu-user. `Err` carries a skip reason.
+pub fn aarch64_stub_image() -> Result<&'static Path, String> {
+    static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| build_stub(STUB_IMAGE, &[], AARCH64))
         .as_deref()
         .map_err(Clone::clone)
 }
@@ -77,16 +104,24 @@ pub fn stub_image() -> Result<&'static Path, String> {
 /// A stub image named `name` with `extra_packages` added to its recipe, built in the shared
 /// cache like [`stub_image`] (each call checks it is up to date). `Err` carries a skip reason.
 pub fn stub_image_with(name: &str, extra_packages: &[&str]) -> Result<PathBuf, String> {
-    build_stub(name, extra_packages)
+    build_stub(name, extra_packages, std::env::consts::ARCH)
 }
 
-fn build_stub(name: &str, extra_packages: &[&str]) -> Result<PathBuf, String> {
-    if let Some(reason) = missing_tool() {
+fn build_stub(name: &str, extra_packages: &[&str], arch: &str) -> Result<PathBuf, String> {
+    if let Some(reason) = missing_tool(arch) {
         return Err(reason);
     }
     let cache = shared_cache();
     let output = Command::new(crate::ccvm_binary())
-        .args(["--ccvm-image", "build", "--stub", "--name", name])
+        .args([
+            "--ccvm-image",
+            "build",
+            "--stub",
+            "--name",
+            name,
+            "--arch",
+            arch,
+        ])
         .env("XDG_CACHE_HOME", &cache)
         // Only the packages asked for here: not the user's config file or environment.
         .env("XDG_CONFIG_HOME", cache.join("ccvm-test-no-config"))
@@ -97,30 +132,46 @@ fn build_stub(name: &str, extra_packages: &[&str]) -> Result<PathBuf, String> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprint!("{stderr}");
     if output.status.success() {
-        let link = cache
-            .join("ccvm/images")
-            .join(format!("{name}-{}", std::env::consts::ARCH));
+        let link = cache.join("ccvm/images").join(format!("{name}-{arch}"));
         return Ok(std::fs::canonicalize(&link).expect("the image link resolves"));
     }
     if stderr.contains("no static guest agent") {
-        return Err("the static guest agent is not built (run scripts/build-guest.sh)".to_owned());
+        let build = if arch == std::env::consts::ARCH {
+            "scripts/build-guest.sh".to_owned()
+        } else {
+            format!("scripts/build-guest.sh {arch}")
+        };
+        return Err(format!(
+            "the static guest agent for {arch} is not built (run {build})"
+        ));
     }
-    panic!("building the stub image `{name}` failed:\n{stderr}");
+    panic!("building the stub image `{name}` for {arch} failed:\n{stderr}");
 }
 
 /// The real image (`default`, Claude Code from npm) when it is built in the shared cache.
 /// `.ci/run` builds it; elsewhere `ccvm --ccvm-image build` does. `Err` carries a skip reason.
 pub fn real_image() -> Result<PathBuf, String> {
-    if let Some(reason) = missing_tool() {
+    real_image_for(std::env::consts::ARCH)
+}
+
+/// [`real_image`] for `arch` (`ccvm --ccvm-image build --arch aarch64` builds the aarch64 one).
+pub fn real_image_for(arch: &str) -> Result<PathBuf, String> {
+    if let Some(reason) = missing_tool(arch) {
         return Err(reason);
     }
     let link = shared_cache()
         .join("ccvm/images")
-        .join(format!("default-{}", std::env::consts::ARCH));
+        .join(format!("default-{arch}"));
+    let build = if arch == std::env::consts::ARCH {
+        String::new()
+    } else {
+        format!(" --arch {arch}")
+    };
     match std::fs::canonicalize(&link) {
         Ok(dir) if dir.join("manifest.json").is_file() => Ok(dir),
         _ => Err(format!(
-            "the real image is not built ({}); build it with `ccvm --ccvm-image build`",
+            "the real image for {arch} is not built ({}); build it with `ccvm --ccvm-image \
+             build{build}`",
             link.display()
         )),
     }
@@ -130,7 +181,12 @@ pub fn real_image() -> Result<PathBuf, String> {
 /// under `CCVM_REQUIRE_REAL_IMAGE=1` (`.ci/run` builds it), and only then: the README's test
 /// command does not build it.
 pub fn real_image_or_skip() -> Option<PathBuf> {
-    match real_image() {
+    real_image_or_skip_for(std::env::consts::ARCH)
+}
+
+/// [`real_image_or_skip`] for `arch`.
+pub fn real_image_or_skip_for(arch: &str) -> Option<PathBuf> {
+    match real_image_for(arch) {
         Ok(image) => Some(image),
         Err(reason) => {
             if std::env::var_os("CCVM_REQUIRE_REAL_IMAGE").is_some_and(|v| v == "1") {
@@ -184,8 +240,15 @@ pub fn install_stub_image(image: &Path, cache: &Path) {
     install_image(image, cache, STUB_IMAGE);
 }
 
-/// [`install_stub_image`] under any name.
+/// [`install_stub_image`] under any name, for the architecture its manifest records.
 pub fn install_image(image: &Path, cache: &Path, name: &str) {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(image.join("manifest.json")).expect("the image has a manifest"),
+    )
+    .expect("the manifest is JSON");
+    let arch = manifest["arch"]
+        .as_str()
+        .expect("the manifest names its arch");
     let images = cache.join("ccvm/images");
     let key = image.file_name().expect("the image dir has a name");
     let dir = images.join(key);
@@ -196,11 +259,7 @@ pub fn install_image(image: &Path, cache: &Path, name: &str) {
             std::fs::copy(&from, &to).expect("copy an image file");
         }
     }
-    std::os::unix::fs::symlink(
-        key,
-        images.join(format!("{name}-{}", std::env::consts::ARCH)),
-    )
-    .expect("symlink");
+    std::os::unix::fs::symlink(key, images.join(format!("{name}-{arch}"))).expect("symlink");
 }
 
 /// The scratch directory `ccvm --ccvm-debug` says it kept.
