@@ -85,6 +85,7 @@ impl Sizes {
 
 fn main() {
     let mut quick = false;
+    let mut virt = false;
     let mut out = None;
     let mut baseline = None;
     let mut args = std::env::args().skip(1);
@@ -93,11 +94,12 @@ fn main() {
             // `cargo bench` passes it to every benchmark binary.
             "--bench" => {}
             "--quick" => quick = true,
+            "--virt" => virt = true,
             "--out" => out = args.next().map(PathBuf::from),
             "--baseline" => baseline = args.next().map(PathBuf::from),
             other => {
                 eprintln!(
-                    "bench: unknown argument `{other}`; usage: sessions [--quick] [--out FILE] [--baseline CCVM]"
+                    "bench: unknown argument `{other}`; usage: sessions [--quick] [--virt] [--out FILE] [--baseline CCVM]"
                 );
                 std::process::exit(2);
             }
@@ -108,13 +110,23 @@ fn main() {
         .expect("the workspace root")
         .to_owned();
     let out = out.unwrap_or_else(|| {
-        if quick {
+        if virt {
+            root.join(if quick {
+                "target/bench/RESULTS-virt-quick.md"
+            } else {
+                "bench/RESULTS-virt.md"
+            })
+        } else if quick {
             root.join("target/bench/RESULTS-quick.md")
         } else {
             root.join("bench/RESULTS.md")
         }
     });
-    let image = match vm::stub_image() {
+    let image = match if virt {
+        vm::aarch64_stub_image()
+    } else {
+        vm::stub_image()
+    } {
         Ok(image) => image.to_owned(),
         Err(reason) => {
             eprintln!("bench: cannot boot VMs here: {reason}");
@@ -123,61 +135,12 @@ fn main() {
     };
     let sizes = Sizes::new(quick);
     let started = Instant::now();
-    let mut report = Report::new(quick, &image);
-
-    match vm::real_image() {
-        Ok(real) => {
-            let backends: &[&str] = if quick {
-                &["microvm"]
-            } else {
-                &["microvm", "q35"]
-            };
-            for backend in backends {
-                eprintln!("bench: the real Claude Code's first frame, {backend}");
-                real_first_frame(&mut report, &real, backend, sizes.runs, baseline.as_deref());
-            }
-            eprintln!("bench: the claude binary's cold and warm start in the guest");
-            claude_cold_warm(&mut report, &real, sizes.runs.min(3));
-        }
-        Err(reason) => report.failures.push(format!(
-            "the real Claude Code sections cannot run: {reason}"
-        )),
+    let mut report = Report::new(quick, virt, &image);
+    if virt {
+        virt_sections(&mut report, &image, sizes.runs);
+    } else {
+        all_sections(&mut report, &image, &sizes, quick, baseline.as_deref());
     }
-    for backend in ["microvm", "q35"] {
-        eprintln!("bench: time to first output, {backend}");
-        first_output(&mut report, &image, backend, sizes.runs);
-    }
-    eprintln!("bench: scratch disk cost");
-    scratch_disk(&mut report, &image, sizes.runs);
-    eprintln!("bench: host preparation");
-    host_preparation(&mut report, &image, &sizes);
-    eprintln!("bench: plugins from disk vs built in");
-    plugin_loading(&mut report, sizes.plan_runs);
-    let _ = writeln!(
-        report.text,
-        "\n## Memory: an idle `--shell` session\n\n\
-         Peak resident set (`VmHWM`) of each host process while the session sits idle after \
-         boot, and what the guest kernel reports. Guest memory is configured, not reserved: the \
-         hypervisor's RSS is the guest memory touched so far plus QEMU itself (under TCG that \
-         includes its translated-code cache).\n\n\
-         | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
-         |---|---|---|---|---|---|---|---|"
-    );
-    for (backend, transport) in &sizes.combos {
-        eprintln!("bench: memory, {backend}/{transport}");
-        memory(&mut report, &image, backend, transport);
-    }
-    eprintln!("bench: shared directory, host");
-    let host = shared_dir_host(&sizes);
-    let mut rows = Vec::new();
-    for (backend, transport) in &sizes.combos {
-        eprintln!("bench: shared directory, {backend}/{transport}");
-        rows.push((
-            format!("{backend}/{transport}"),
-            shared_dir_guest(&image, backend, transport, &sizes),
-        ));
-    }
-    report.shared_dir(&host, &rows, &sizes);
 
     report.text.push_str(&format!(
         "\nThe whole benchmark took {:.0} s.\n",
@@ -195,6 +158,85 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// `--virt`: the aarch64 guest on `virt` under TCG, with the real arm64 Claude Code (which
+/// cannot run natively here: no native column) and the aarch64 stub image's phases.
+fn virt_sections(report: &mut Report, image: &Path, runs: usize) {
+    match vm::real_image_for(vm::AARCH64) {
+        Ok(real) => {
+            eprintln!("bench: the real Claude Code's first frame, virt");
+            real_first_frame(report, &real, "virt", runs, None);
+        }
+        Err(reason) => report
+            .failures
+            .push(format!("the real Claude Code section cannot run: {reason}")),
+    }
+    eprintln!("bench: time to first output, virt");
+    first_output(report, image, "virt", runs);
+}
+
+/// Everything but `--virt`: the x86_64 backends.
+fn all_sections(
+    report: &mut Report,
+    image: &Path,
+    sizes: &Sizes,
+    quick: bool,
+    baseline: Option<&Path>,
+) {
+    match vm::real_image() {
+        Ok(real) => {
+            let backends: &[&str] = if quick {
+                &["microvm"]
+            } else {
+                &["microvm", "q35"]
+            };
+            for backend in backends {
+                eprintln!("bench: the real Claude Code's first frame, {backend}");
+                real_first_frame(report, &real, backend, sizes.runs, baseline);
+            }
+            eprintln!("bench: the claude binary's cold and warm start in the guest");
+            claude_cold_warm(report, &real, sizes.runs.min(3));
+        }
+        Err(reason) => report.failures.push(format!(
+            "the real Claude Code sections cannot run: {reason}"
+        )),
+    }
+    for backend in ["microvm", "q35"] {
+        eprintln!("bench: time to first output, {backend}");
+        first_output(report, image, backend, sizes.runs);
+    }
+    eprintln!("bench: scratch disk cost");
+    scratch_disk(report, image, sizes.runs);
+    eprintln!("bench: host preparation");
+    host_preparation(report, image, sizes);
+    eprintln!("bench: plugins from disk vs built in");
+    plugin_loading(report, sizes.plan_runs);
+    let _ = writeln!(
+        report.text,
+        "\n## Memory: an idle `--shell` session\n\n\
+         Peak resident set (`VmHWM`) of each host process while the session sits idle after \
+         boot, and what the guest kernel reports. Guest memory is configured, not reserved: the \
+         hypervisor's RSS is the guest memory touched so far plus QEMU itself (under TCG that \
+         includes its translated-code cache).\n\n\
+         | backend / share | configured | hypervisor | virtiofsd | ccvm | ssh | guest MemTotal | guest MemAvailable |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    for (backend, transport) in &sizes.combos {
+        eprintln!("bench: memory, {backend}/{transport}");
+        memory(report, image, backend, transport);
+    }
+    eprintln!("bench: shared directory, host");
+    let host = shared_dir_host(sizes);
+    let mut rows = Vec::new();
+    for (backend, transport) in &sizes.combos {
+        eprintln!("bench: shared directory, {backend}/{transport}");
+        rows.push((
+            format!("{backend}/{transport}"),
+            shared_dir_guest(image, backend, transport, sizes),
+        ));
+    }
+    report.shared_dir(&host, &rows, sizes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,7 +318,7 @@ fn command_line(program: &str, args: &[&str]) -> String {
 }
 
 impl Report {
-    fn new(quick: bool, image: &Path) -> Self {
+    fn new(quick: bool, virt: bool, image: &Path) -> Self {
         let cpu = fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|t| {
@@ -298,7 +340,12 @@ impl Report {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "# ccvm benchmark results{}\n",
+            "# ccvm benchmark results{}{}\n",
+            if virt {
+                ": the aarch64 guest on `virt`"
+            } else {
+                ""
+            },
             if quick {
                 " (quick smoke run: tiny sizes, not for comparison)"
             } else {
@@ -307,8 +354,9 @@ impl Report {
         );
         let _ = writeln!(
             text,
-            "Produced by `scripts/bench.sh{}` (bench/sessions.rs). Medians with (min – max); \
+            "Produced by `scripts/bench.sh{}{}` (bench/sessions.rs). Medians with (min – max); \
              every ratio compares two numbers measured side by side in this run.\n",
+            if virt { " --virt" } else { "" },
             if quick { " --quick" } else { "" }
         );
         let _ = writeln!(text, "| | |\n|---|---|");
@@ -323,7 +371,14 @@ impl Report {
         let _ = writeln!(
             text,
             "| QEMU | {} |",
-            command_line("qemu-system-x86_64", &["--version"])
+            command_line(
+                if virt {
+                    "qemu-system-aarch64"
+                } else {
+                    "qemu-system-x86_64"
+                },
+                &["--version"]
+            )
         );
         let _ = writeln!(
             text,
@@ -613,14 +668,19 @@ fn real_first_frame(
          What the user waits for: from starting the command in a {}×{} tmux pane until \
          \"{FIRST_FRAME}\" is on the screen (a first run: no key, no `~/.claude.json`, so \
          Claude Code draws before any network use). ccvm boots the real image `{}` (tcg); \
-         natively, the same `claude` binary (extracted from that image) runs on the host with an \
-         empty home.\n\n| | time | ratio to native |\n|---|---|---|",
+         natively, {} runs on the host with an empty home.\n\n| | time | ratio to native |\n\
+         |---|---|---|",
         PANE.0,
         PANE.1,
         image
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
+        if backend == "virt" {
+            "the host's own build of the same Claude Code release (from the x86_64 real image)"
+        } else {
+            "the same `claude` binary (extracted from that image)"
+        }
     );
     let _ = writeln!(
         text,

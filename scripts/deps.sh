@@ -41,7 +41,7 @@ if [ "$user" = 1 ] && ! command -v npm >/dev/null; then
     packages+=(npm)
 fi
 if [ "$aarch64" = 1 ] && [ "$(uname -m)" = x86_64 ]; then
-    packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support)
+    packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support arch-test)
 fi
 
 sudo=""

@@ -181,6 +181,9 @@ impl Error {
             | Error::ScratchInRam { .. } => 2,
             Error::PluginCall { error, .. } if error.class == ErrorClass::Invalid => 2,
             Error::Image(error) if error.is_usage() => 2,
+            Error::Image(error) => error
+                .stop_signal()
+                .map_or(1, |signal| (128 + signal).clamp(0, 255) as u8),
             _ => 1,
         }
     }

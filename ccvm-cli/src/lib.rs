@@ -165,7 +165,7 @@ fn build_missing_image(plan: &plan::LaunchPlan, env: &Env) -> Result<(), Error> 
         plan.image.wanted(),
         // Another architecture's packages are configured under emulation (bench/RESULTS.md).
         if foreign {
-            "10-15 minutes"
+            "5-8 minutes"
         } else {
             "3-5 minutes"
         }

@@ -83,8 +83,16 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("the downloaded claude reports {printed:?}, expected {expected}")]
-    WrongVersion { printed: String, expected: String },
+    #[error("the image build was stopped (signal {signal})")]
+    Interrupted { signal: i32 },
+
+    #[error("the downloaded claude reports {printed:?}, expected {expected}{}", said(.stderr))]
+    WrongVersion {
+        printed: String,
+        expected: String,
+        /// What it wrote to stderr (a loader that is missing, say).
+        stderr: String,
+    },
 
     #[error("npm pack produced no tarball in {}", dir.display())]
     NoTarball { dir: PathBuf },
@@ -163,6 +171,11 @@ impl Error {
             Error::NoSuchImage { .. } => {
                 Some("`ccvm --ccvm-image list` shows the images".to_owned())
             }
+            Error::Interrupted { .. } => Some(
+                "nothing of the unfinished build was kept; `ccvm --ccvm-image build` (or the \
+                 next `ccvm`) starts it again"
+                    .to_owned(),
+            ),
             Error::Start { .. } | Error::Io { .. } => None,
         }
     }
@@ -172,6 +185,14 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::NoSuchImage { .. })
     }
+
+    /// The signal that stopped the build, for an exit status of 128 + it (130 for Ctrl-C).
+    pub fn stop_signal(&self) -> Option<i32> {
+        match self {
+            Error::Interrupted { signal } => Some(*signal),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn io(
@@ -180,4 +201,18 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::Io { what, path, source }
+}
+
+/// `; it wrote "…"` for a non-empty stderr, its first lines.
+fn said(stderr: &str) -> String {
+    let text: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; it wrote {:?}", text.join(" / "))
+    }
 }

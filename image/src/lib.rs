@@ -28,7 +28,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,8 +72,9 @@ pub struct BuildHost {
     pub environment: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
-/// The programs a build runs: (name, Debian package), npm only for the real image.
-pub fn tools(stub: bool) -> Vec<(&'static str, &'static str)> {
+/// The programs a build runs: (name, Debian package), npm only for the real image and
+/// arch-test only for another architecture's.
+pub fn tools(stub: bool, arch: &str) -> Vec<(&'static str, &'static str)> {
     let mut tools = vec![
         ("mmdebstrap", "mmdebstrap"),
         ("tar2sqfs", "squashfs-tools-ng"),
@@ -82,6 +83,10 @@ pub fn tools(stub: bool) -> Vec<(&'static str, &'static str)> {
     ];
     if !stub {
         tools.push(("npm", "npm"));
+    }
+    if arch != std::env::consts::ARCH {
+        // mmdebstrap's test that the host can run the foreign root's programs.
+        tools.push(("arch-test", "arch-test"));
     }
     tools
 }
@@ -166,17 +171,32 @@ fn run_step_fed(
     what: &str,
     hint: &str,
 ) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    interrupted()?;
     let file = fs::File::create(log).map_err(io("cannot create", log))?;
-    let status = command
+    let mut child = command
         .stdin(input)
         .stdout(file.try_clone().map_err(io("cannot use", log))?)
         .stderr(file)
-        .status()
+        // Its own process group: the terminal's Ctrl-C reaches ccvm only, which then stops
+        // the whole step (apt and dpkg under mmdebstrap ignore SIGINT) and waits for it.
+        .process_group(0)
+        .spawn()
         .map_err(|source| Error::Start {
             what: what.to_owned(),
             program: command.get_program().to_string_lossy().into_owned(),
             source,
         })?;
+    let status = loop {
+        match child.try_wait().map_err(io("cannot wait for", log))? {
+            Some(status) => break status,
+            None if stop_signal().is_some() => {
+                stop_step(&mut child);
+                interrupted()?;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
     if status.success() {
         return Ok(());
     }
@@ -347,8 +367,88 @@ impl Drop for BuildDir {
     }
 }
 
+/// The downloaded claude's `--version` output against the version it should be.
+fn check_version(stdout: &[u8], stderr: &[u8], version: &str) -> Result<(), Error> {
+    let printed = String::from_utf8_lossy(stdout);
+    if printed.starts_with(&format!("{version} ")) {
+        Ok(())
+    } else {
+        Err(Error::WrongVersion {
+            printed: printed.into_owned(),
+            expected: version.to_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+        })
+    }
+}
+
+/// The signal (SIGINT, SIGTERM, SIGHUP) that asked a build to stop; 0 for none. Set by the
+/// handlers [`build`] installs, for the rest of the process (a session that follows a build
+/// installs its own).
+static STOP: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn stop_signal() -> Option<i32> {
+    match STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal as i32),
+    }
+}
+
+/// An error once the build has been asked to stop.
+fn interrupted() -> Result<(), Error> {
+    match stop_signal() {
+        Some(signal) => Err(Error::Interrupted { signal }),
+        None => Ok(()),
+    }
+}
+
+/// How long a step may take to clean up after SIGTERM (mmdebstrap unmounts and removes its
+/// temporary root) before its process group is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Ends a step's process group: SIGTERM, then SIGKILL after [`STOP_GRACE`]; waits for it.
+fn stop_step(child: &mut std::process::Child) {
+    use nix::sys::signal::{Signal, killpg};
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            // The rest of the group (apt, dpkg) goes with its leader.
+            let _ = killpg(group, Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+fn install_stop_handlers() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        // Failing to install leaves the default: the signal ends ccvm as before.
+        let _ = signal_hook::flag::register_usize(
+            signal,
+            std::sync::Arc::clone(&STOP),
+            signal as usize,
+        );
+    }
+}
+
 /// `--ccvm-image build`.
+/// Ctrl-C (or SIGTERM, SIGHUP) stops the step that is running, waits for it, removes the
+/// unfinished build and returns [`Error::Interrupted`].
 pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error> {
+    install_stop_handlers();
+    build_image(options, host).map_err(|error| match stop_signal() {
+        // A step the signal reached directly (npm) fails in its own words.
+        Some(signal) => Error::Interrupted { signal },
+        None => error,
+    })
+}
+
+fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error> {
     let started = Instant::now();
     let arch = options.arch.as_str();
     kernel::require_static(&host.guest_agent, arch)?;
@@ -488,27 +588,9 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
             let _ = fs::remove_file(&tarball);
             let _ = fs::remove_dir_all(work.join("package"));
             // The first run of downloaded code: with nothing of the user's (no API key, no
-            // tokens, a throwaway home), S10.3. Another architecture's binary runs under
-            // qemu-user, which the build has already required.
-            let scratch_home = work.join("check-home");
-            fs::create_dir_all(&scratch_home).map_err(io("cannot create", &scratch_home))?;
-            fs::set_permissions(&claude, fs::Permissions::from_mode(0o755))
-                .map_err(io("cannot chmod", &claude))?;
-            let printed = Command::new(&claude)
-                .arg("--version")
-                .env_clear()
-                .env("HOME", &scratch_home)
-                .env("PATH", "/usr/bin:/bin")
-                .stdin(Stdio::null())
-                .output()
-                .map_err(io("cannot run", &claude))?;
-            let printed = String::from_utf8_lossy(&printed.stdout);
-            if !printed.starts_with(&format!("{version} ")) {
-                return Err(Error::WrongVersion {
-                    printed: printed.into_owned(),
-                    expected: version.clone(),
-                });
-            }
+            // tokens, a throwaway home), S10.3. Another architecture's binary needs that
+            // architecture's libc, which the host need not have: it runs in the image's root
+            // once that is built (under qemu-user, which the build has already required).
         }
         _ => {
             progress(1, total, "writing the stub claude (test image)");
@@ -517,19 +599,39 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
     }
     fs::set_permissions(&claude, fs::Permissions::from_mode(0o755))
         .map_err(io("cannot chmod", &claude))?;
+    let foreign = arch != std::env::consts::ARCH;
+    if let (Some(release), false) = (&resolved, foreign) {
+        let scratch_home = work.join("check-home");
+        fs::create_dir_all(&scratch_home).map_err(io("cannot create", &scratch_home))?;
+        let printed = Command::new(&claude)
+            .arg("--version")
+            .env_clear()
+            .env("HOME", &scratch_home)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("cannot run", &claude))?;
+        check_version(&printed.stdout, &printed.stderr, &release.version)?;
+    }
 
     // 2. Debian root filesystem.
     progress(
         2,
         total,
         &format!(
-            "Debian {} root filesystem with mmdebstrap (usually 1-3 minutes)",
-            options.suite
+            "Debian {} root filesystem with mmdebstrap (usually {})",
+            options.suite,
+            if foreign {
+                "3-5 minutes: its package scripts run under qemu-user"
+            } else {
+                "1-3 minutes"
+            }
         ),
     );
     let root_tar = work.join("root.tar");
     let mut mm = Command::new(mmdebstrap);
-    mm.args(recipe.mmdebstrap_args(agent, &claude))
+    let check_in_root = resolved.is_some() && foreign;
+    mm.args(recipe.mmdebstrap_args(agent, &claude, check_in_root.then_some(work.as_path())))
         .arg(&options.suite)
         .arg(&root_tar)
         .current_dir(&work)
@@ -558,6 +660,15 @@ pub fn build(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Error>
                 suite: options.suite.clone(),
             })
     })?;
+
+    if let (Some(release), true) = (&resolved, check_in_root) {
+        let read = |name: &str| fs::read(work.join(name)).unwrap_or_default();
+        check_version(
+            &read(recipe::VERSION_OUT),
+            &read(recipe::VERSION_ERR),
+            &release.version,
+        )?;
+    }
 
     // 3. Kernel, modules and package list out of the tarball.
     progress(3, total, "kernel and initramfs");

@@ -44,6 +44,130 @@ fn build_names_the_missing_tool_and_its_package_and_leaves_nothing_behind() {
     );
 }
 
+/// mmdebstrap refuses a foreign root without arch-test, after apt has started ("install
+/// arch-test for foreign architecture support"); ccvm names it before anything runs.
+#[test]
+fn a_foreign_build_names_arch_test_when_it_is_missing() {
+    let world = World::new();
+    let foreign = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    for tool in ["mmdebstrap", "tar2sqfs", "tar", "xz"] {
+        let path = world.path(&format!("bin/{tool}"));
+        std::fs::write(&path, "#!/bin/sh\necho ran >> \"$0.ran\"\nexit 99\n").expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = world
+        .ccvm()
+        .args(["--ccvm-image", "build", "--stub", "--arch", foreign])
+        .env("PATH", world.path("bin"))
+        .run()
+        .expect_code(1);
+    assert!(out.error_line().contains("`arch-test`"), "{}", out.stderr);
+    assert!(
+        out.hint_line().contains("package `arch-test`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!world.path("bin/mmdebstrap.ran").exists(), "nothing ran");
+}
+
+/// Ctrl-C during the root filesystem's build, as a terminal sends it (to ccvm's whole process
+/// group), while the step ignores SIGINT as apt and dpkg under mmdebstrap do: ccvm stops the
+/// step, waits for it, leaves no unfinished build behind and exits 130.
+#[test]
+fn ctrl_c_during_a_build_stops_its_step_and_keeps_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let world = World::new();
+    let write = |name: &str, text: &str| {
+        let path = world.path(&format!("bin/{name}"));
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    for tool in ["tar2sqfs", "tar", "xz"] {
+        write(tool, "#!/bin/sh\nexit 0\n");
+    }
+    let state = world.path("mmdebstrap-state");
+    write(
+        "mmdebstrap",
+        &format!(
+            "#!/bin/sh\ntrap '' INT\ntrap 'echo stopped-by-term >> {0}; exit 143' TERM\n\
+             echo $$ > {0}.pid\nwhile :; do sleep 0.1; done\n",
+            state.display()
+        ),
+    );
+    let mut command = world
+        .ccvm()
+        .args(["--ccvm-image", "build", "--stub"])
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", world.path("bin").display()),
+        )
+        .into_command();
+    let child = command
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ccvm runs");
+    let pid_file = world.path("mmdebstrap-state.pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mmdebstrap never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).expect("Ctrl-C");
+    let (output, in_time) =
+        ccvm_test_support::vm::output_within(child, std::time::Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(in_time, "ccvm did not stop: {stderr}");
+    // Whatever happens, the step must not outlive the test.
+    let step_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(step), None).is_ok();
+    if step_alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(step),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(!step_alive, "the step was left running");
+    assert_eq!(
+        std::fs::read_to_string(&state).expect("the step was asked to stop"),
+        "stopped-by-term\n"
+    );
+    assert!(
+        stderr.contains("ccvm: error: the image build was stopped (signal 2)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing of the unfinished build was kept"),
+        "{stderr}"
+    );
+    let images = world.path("cache/ccvm/images");
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "left behind in {}: {left:?}",
+        images.display()
+    );
+}
+
 #[test]
 fn list_shows_built_images_and_remove_deletes_them() {
     let world = World::new();

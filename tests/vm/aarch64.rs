@@ -123,10 +123,13 @@ fn virt_runs_the_real_claude_code_for_arm64() {
         .expect("claude_code")
         .to_owned();
     let world = World::for_vm();
-    world.config("backend = \"virt\"\nacceleration = \"tcg\"\n");
+    world.config("acceleration = \"tcg\"\n");
     vm::install_image(&image, &world.path("cache"), "default");
     world.hand_over();
-    let out = world.ccvm().arg("--version").run_within(SESSION_LIMIT);
+    let out = world
+        .ccvm()
+        .args(["--backend", "virt", "--version"])
+        .run_within(SESSION_LIMIT);
     assert_eq!(
         out.code, 0,
         "stderr:\n{}\nstdout:\n{}",
@@ -137,5 +140,73 @@ fn virt_runs_the_real_claude_code_for_arm64() {
         format!("{version} (Claude Code)"),
         "{}",
         out.stderr
+    );
+}
+
+/// `ccvm --backend virt` with no aarch64 image builds one first, as the x86_64 backends do
+/// (S10.3), and then boots it: here with a Claude Code release from a loopback registry (an
+/// exact `claude_code_version`, so the registry's digest is the one checked) whose `claude`
+/// is a script. Its `--version` is checked inside the new arm64 root, under qemu-user, and the
+/// session runs it in the guest.
+#[test]
+fn virt_builds_its_image_on_first_use_checks_claude_in_the_arm64_root_and_boots_it() {
+    if let Some(reason) = vm::can_build(vm::AARCH64).err() {
+        vm::skip(&reason);
+        return;
+    }
+    if which::which("npm").is_err() {
+        vm::skip("npm is not installed (scripts/deps.sh --user installs it)");
+        return;
+    }
+    let world = World::for_vm();
+    world.config("acceleration = \"tcg\"\nclaude_code_version = \"9.9.9\"\n");
+    let release = ccvm_test_support::registry::Release::with_script(
+        "@anthropic-ai/claude-code-linux-arm64",
+        "9.9.9",
+        "#!/bin/sh\necho \"9.9.9 (Claude Code) on $(uname -m)\"\n",
+        &world.path("scratch"),
+    );
+    let registry = ccvm_test_support::registry::Registry::start(
+        "@anthropic-ai/claude-code-linux-arm64",
+        vec![release],
+        "9.9.9",
+    );
+    world.hand_over();
+    let out = world
+        .ccvm()
+        .args(["--backend", "virt", "--version"])
+        .env("npm_config_registry", &registry.url)
+        .env("npm_config_fetch_retries", "0")
+        // The build (about 4 minutes alone, under qemu-user) and the session.
+        .run_within(SESSION_LIMIT + Duration::from_secs(900));
+    assert_eq!(
+        out.code, 0,
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    assert!(
+        out.stderr.contains(
+            "ccvm: the guest image `default` for aarch64 is not built yet with Claude Code 9.9.9; \
+             building it now"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("[1/5] downloading Claude Code 9.9.9 for aarch64 from npm"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("image `default` built in"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.trim_end(), "9.9.9 (Claude Code) on aarch64");
+    let requests = registry.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().any(|r| r.ends_with("/tarballs/9.9.9.tgz")),
+        "{requests:?}"
     );
 }

@@ -62,11 +62,16 @@ fn ccvm_pane(world: &World, term: Option<&str>, args: &[&str], env: &[(&str, &st
 /// trusts the project (what the real Claude Code needs, with an approved key, to reach its
 /// prompt offline). `None` after printing why when it cannot run.
 fn claude_world() -> Option<World> {
+    claude_world_for(std::env::consts::ARCH)
+}
+
+/// [`claude_world`] with the real image for `arch`.
+fn claude_world_for(arch: &str) -> Option<World> {
     if let Some(reason) = tmux::missing() {
         vm::skip(&reason);
         return None;
     }
-    let image = vm::real_image_or_skip()?;
+    let image = vm::real_image_or_skip_for(arch)?;
     let world = World::for_vm();
     world.config("acceleration = \"tcg\"\n");
     vm::install_image(&image, &world.path("cache"), "default");
@@ -101,8 +106,18 @@ fn claude_at_its_prompt(world: &World) -> Tmux {
 
 /// [`claude_at_its_prompt`] with more variables for ccvm.
 fn claude_at_its_prompt_with(world: &World, env: &[(&str, &str)]) -> Tmux {
-    let tmux = ccvm_pane(world, None, &[], env);
-    tmux.wait_for("Claude Code's empty prompt", PROMPT_LIMIT, |screen| {
+    claude_at_its_prompt_in(world, &[], env, PROMPT_LIMIT)
+}
+
+/// [`claude_at_its_prompt`] for `ccvm args`, within `limit`.
+fn claude_at_its_prompt_in(
+    world: &World,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Tmux {
+    let tmux = ccvm_pane(world, None, args, env);
+    tmux.wait_for("Claude Code's empty prompt", limit, |screen| {
         assert!(
             !screen.contains("Detected a custom API key"),
             "Claude Code asked about the forwarded key:\n{screen}"
@@ -167,6 +182,23 @@ fn real_claude_exits_0_on_ctrl_c_twice() {
     // short window after the first, which a slow TCG guest can outlast between two polls.
     tmux.keys(&["C-c", "C-c"]);
     assert_eq!(tmux.exit_status(REACTION_LIMIT), 0, "{}", tmux.screen());
+}
+
+/// The `virt` backend with the real arm64 Claude Code: `ccvm --backend virt` in a terminal
+/// reaches the prompt, takes typing and leaves with `/exit`'s status (S3, S10).
+#[test]
+fn virt_real_claude_reaches_its_prompt_takes_typing_and_exits_0() {
+    let Some(world) = claude_world_for(vm::AARCH64) else {
+        return;
+    };
+    // aarch64 under TCG runs Claude Code about twice as slowly as x86_64 (bench/RESULTS.md).
+    let tmux = claude_at_its_prompt_in(&world, &["--backend", "virt"], &[], PROMPT_LIMIT * 2);
+    tmux.type_text("/exit");
+    tmux.wait_for("/exit in the prompt line", REACTION_LIMIT * 2, |s| {
+        prompt_lines(s).contains(&"/exit")
+    });
+    tmux.keys(&["Enter"]);
+    assert_eq!(tmux.exit_status(REACTION_LIMIT * 2), 0, "{}", tmux.screen());
 }
 
 /// S8.1: Ctrl+V with a PNG on the host clipboard (a real X server, a real `xclip` owner)

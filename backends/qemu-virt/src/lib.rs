@@ -59,7 +59,7 @@ mod tests {
         let args = plan.hypervisor.args.join(" ");
         assert!(args.contains("-machine virt,gic-version=max"), "{args}");
         assert!(args.contains("console=ttyAMA0"), "{args}");
-        assert!(args.contains("-cpu max"), "{args}");
+        assert!(args.contains("-cpu max,sve=off,pauth-impdef=on"), "{args}");
         assert_eq!(Virt.capabilities().guest_arch, "aarch64");
     }
 }

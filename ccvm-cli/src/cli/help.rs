@@ -32,22 +32,28 @@ pub fn image_commands() -> [(&'static str, String); 3] {
     [
         (
             "--ccvm-image build [--name NAME] [--stub] [--suite SUITE] [--kernel-flavour FLAVOUR] \
-             [--refresh]",
+             [--arch ARCH] [--refresh]",
             format!(
-                "build the guest image (Debian SUITE, default bookworm, its kernel, Claude Code {} \
-                 from npm, the guest agent) into $XDG_CACHE_HOME/ccvm/images/<key>/ and name it \
-                 NAME (default `default`), with the configured extra_packages; --stub puts a test \
-                 stand-in in place of claude; --refresh (or --force) rebuilds from current \
-                 Debian packages even when nothing changed",
+                "build the guest image (Debian SUITE, default bookworm, its kernel, Claude Code \
+                 from npm at claude_code_version, default {}, the guest agent) into \
+                 $XDG_CACHE_HOME/ccvm/images/<key>/ and name it NAME (default `default`), with \
+                 the configured extra_packages; --arch aarch64 builds the `virt` backend's image \
+                 on an x86_64 host (under qemu-user); --stub puts a test stand-in in place of \
+                 claude; --refresh (or --force) rebuilds from current Debian packages (and the \
+                 registry's current `latest`) even when nothing changed",
                 ccvm_image::CLAUDE_CODE_VERSION
             ),
         ),
         (
             "--ccvm-image list",
-            "the built images: name, Claude Code version, kernel, size, key, extra packages"
+            "the built images: name, architecture, Claude Code version, kernel, size, key, extra \
+             packages"
                 .to_owned(),
         ),
-        ("--ccvm-image remove NAME", "delete an image".to_owned()),
+        (
+            "--ccvm-image remove NAME [--arch ARCH]",
+            "delete an image (this host's architecture unless --arch says otherwise)".to_owned(),
+        ),
     ]
 }
 

@@ -202,12 +202,9 @@ pub fn run(
             ),
         ),
     }
-    for (name, package) in [
-        ("mmdebstrap", "mmdebstrap"),
-        ("tar2sqfs", "squashfs-tools-ng"),
-        ("xz", "xz-utils"),
-        ("npm", "npm"),
-    ] {
+    // What a build of this image needs (arch-test for another architecture's), as the build
+    // itself checks it.
+    for (name, package) in ccvm_image::tools(false, arch) {
         report.program(env, name, package, "building images", false);
     }
     match host::images::guest_agent(env, arch) {

@@ -112,7 +112,7 @@ pub fn build_host(env: &Env, stub: bool, arch: &str) -> Result<BuildHost, Error>
         })
     };
     let mut found = std::collections::BTreeMap::new();
-    for (name, package) in ccvm_image::tools(stub) {
+    for (name, package) in ccvm_image::tools(stub, arch) {
         found.insert(name, tool(name, package)?);
     }
     let mut take = |name: &str| found.remove(name);

@@ -70,6 +70,11 @@ fn missing_tool(arch: &str) -> Option<String> {
     None
 }
 
+/// `Err` with the reason when images for `arch` (and sessions on them) cannot be built here.
+pub fn can_build(arch: &str) -> Result<(), String> {
+    missing_tool(arch).map_or(Ok(()), Err)
+}
+
 /// The shared cache the stub image is built in: `CCVM_TEST_CACHE`, else the user's cache.
 fn shared_cache() -> PathBuf {
     if let Some(dir) = std::env::var_os("CCVM_TEST_CACHE") {
