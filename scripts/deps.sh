@@ -31,8 +31,8 @@ packages=(
     # the clipboard tests: a host X clipboard (Xvfb + xclip) and a headless Wayland one
     # (sway + wl-clipboard); ccvm itself needs only one of xclip / wl-clipboard, at run time
     xvfb xclip wl-clipboard sway
-    # the image builder
-    mmdebstrap squashfs-tools-ng
+    # the image builder (uidmap: its user-namespace mode, for a user other than root)
+    mmdebstrap squashfs-tools-ng uidmap
     # building the Rust virtiofsd (virtio-fs shares)
     pkg-config libseccomp-dev libcap-ng-dev
 )
@@ -55,6 +55,15 @@ if ((${#missing[@]})); then
     echo "deps: installing ${missing[*]}" >&2
     $sudo apt-get update -q
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The tests run ccvm as `nobody` when they run as root, as a user would run it; an image that
+# a session builds on first use is then built in mmdebstrap's user-namespace mode, which needs
+# subordinate ids for that user (adduser gives a new user some; nobody has none).
+if [ "$(id -u)" -eq 0 ]; then
+    for file in /etc/subuid /etc/subgid; do
+        grep -q '^nobody:' "$file" 2>/dev/null || echo "nobody:1000000000:65536" >> "$file"
+    done
 fi
 
 # virtio-fs needs the Rust virtiofsd (the C one in QEMU 7 has no read-only export). It goes

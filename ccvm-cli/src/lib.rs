@@ -153,6 +153,7 @@ fn build_missing_image(plan: &plan::LaunchPlan, env: &Env) -> Result<(), Error> 
     if foreign {
         ccvm_image::require_foreign_exec(&plan.image.arch)?;
     }
+    ccvm_image::require_unprivileged_build()?;
     eprintln!(
         "ccvm: the guest image `{}`{} is not built yet{}; building it now (once; usually {} \
          plus the Claude Code download)",

@@ -28,6 +28,9 @@ pub enum Error {
         problem: String,
     },
 
+    #[error("as {user}, ccvm cannot build an image: {problem}")]
+    NoUnprivilegedBuild { user: String, problem: String },
+
     #[error("{what}: cannot start {program}: {source}")]
     Start {
         what: String,
@@ -143,6 +146,11 @@ impl Error {
                 "install Debian's qemu-user-static and binfmt-support; where binfmt_misc is not \
                  mounted (a container), as root: `mount -t binfmt_misc binfmt_misc \
                  /proc/sys/fs/binfmt_misc && update-binfmts --enable qemu-{arch}`"
+            )),
+            Error::NoUnprivilegedBuild { user, .. } => Some(format!(
+                "mmdebstrap builds the root as a user other than root in a user namespace: \
+                 install Debian's `uidmap` and give {user} subordinate ids, e.g. `sudo usermod \
+                 --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`"
             )),
             Error::Step { hint, .. } => Some(hint.clone()),
             Error::BadClaudeVersion { .. } => Some(format!(

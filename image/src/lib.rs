@@ -292,6 +292,52 @@ pub fn foreign_exec_problem(arch: &str, binfmt: &Path) -> Option<String> {
     None
 }
 
+/// Why `user` (uid `uid`) cannot run mmdebstrap's unshare mode, the one a user other than
+/// root builds in: no `newuidmap`/`newgidmap` (Debian's `uidmap`) in `bin`, or no line for
+/// the user in `etc`'s `subuid` or `subgid`. `None` for root (mmdebstrap's root mode) or when
+/// both are there. `bin` and `etc` are `/usr/bin` and `/etc` (parameters for the tests).
+pub fn unprivileged_build_problem(uid: u32, user: &str, bin: &Path, etc: &Path) -> Option<String> {
+    if uid == 0 {
+        return None;
+    }
+    for program in ["newuidmap", "newgidmap"] {
+        if !bin.join(program).is_file() {
+            return Some(format!("{} is missing", bin.join(program).display()));
+        }
+    }
+    for file in ["subuid", "subgid"] {
+        let path = etc.join(file);
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let listed = text.lines().any(|line| {
+            line.split(':')
+                .next()
+                .is_some_and(|who| who == user || who == uid.to_string())
+        });
+        if !listed {
+            return Some(format!("{} has no entry for {user}", path.display()));
+        }
+    }
+    None
+}
+
+/// [`unprivileged_build_problem`] for the user running ccvm, as an error.
+pub fn require_unprivileged_build() -> Result<(), Error> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    match unprivileged_build_problem(
+        uid.as_raw(),
+        &user,
+        Path::new("/usr/bin"),
+        Path::new("/etc"),
+    ) {
+        None => Ok(()),
+        Some(problem) => Err(Error::NoUnprivilegedBuild { user, problem }),
+    }
+}
+
 /// [`foreign_exec_problem`] on this host, as an error.
 pub fn require_foreign_exec(arch: &str) -> Result<(), Error> {
     match foreign_exec_problem(arch, Path::new("/proc/sys/fs/binfmt_misc")) {
@@ -501,6 +547,7 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
         );
         return Ok(final_dir);
     }
+    require_unprivileged_build()?;
     remove_stale_builds(images);
     let work = images.join(format!(".build-{key}-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(io("cannot create", &work))?;
@@ -873,6 +920,46 @@ mod tests {
         assert_eq!(
             fs::read_link(images.path().join("a-x86_64")).expect("link"),
             Path::new("k2")
+        );
+    }
+
+    #[test]
+    fn a_user_other_than_root_needs_uidmap_and_subordinate_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bin, etc) = (dir.path().join("bin"), dir.path().join("etc"));
+        fs::create_dir_all(&bin).expect("mkdir");
+        fs::create_dir_all(&etc).expect("mkdir");
+        let problem = |uid| unprivileged_build_problem(uid, "dev", &bin, &etc);
+        assert_eq!(problem(0), None, "root builds in mmdebstrap's root mode");
+        assert_eq!(
+            problem(1000),
+            Some(format!("{} is missing", bin.join("newuidmap").display()))
+        );
+        for program in ["newuidmap", "newgidmap"] {
+            fs::write(bin.join(program), "").expect("write");
+        }
+        assert_eq!(
+            problem(1000),
+            Some(format!(
+                "{} has no entry for dev",
+                etc.join("subuid").display()
+            ))
+        );
+        fs::write(
+            etc.join("subuid"),
+            "devops:100000:65536\ndev:165536:65536\n",
+        )
+        .expect("write");
+        // By uid, as shadow's tools accept too.
+        fs::write(etc.join("subgid"), "1000:165536:65536\n").expect("write");
+        assert_eq!(problem(1000), None);
+        assert_eq!(
+            problem(1001),
+            Some(format!(
+                "{} has no entry for dev",
+                etc.join("subgid").display()
+            )),
+            "another uid's line is not this user's"
         );
     }
 

@@ -232,7 +232,7 @@ impl Recipe {
     }
 
     /// mmdebstrap arguments before the suite and output. With `version_to`, the image's
-    /// claude is run once in the finished root (`claude --version`, chrooted, with nothing of
+    /// claude is run once in the finished root (`claude --version`, chrooted, as `nobody`, with nothing of
     /// the user's) and what it printed is copied out to `version_to`/`VERSION_OUT` and
     /// `VERSION_ERR`: how another architecture's claude is checked, with the image's own
     /// libc under qemu-user.
@@ -268,8 +268,9 @@ impl Recipe {
         );
         if let Some(dir) = version_to {
             hook(format!(
-                "mkdir -p \"$1/{CHECK_DIR}/home\" && \
-                 chroot \"$1\" env -i HOME=/{CHECK_DIR}/home PATH=/usr/bin:/bin \
+                "mkdir -p \"$1/{CHECK_DIR}/home\" && chown -R 65534:65534 \"$1/{CHECK_DIR}\" && \
+                 chroot --userspec=65534:65534 \"$1\" \
+                 env -i HOME=/{CHECK_DIR}/home PATH=/usr/bin:/bin \
                  /usr/local/bin/claude --version </dev/null \
                  >\"$1/{CHECK_DIR}/{VERSION_OUT}\" 2>\"$1/{CHECK_DIR}/{VERSION_ERR}\" || true"
             ));
@@ -419,8 +420,9 @@ mod tests {
         );
     }
 
-    /// Another architecture's claude is run once in the finished root, chrooted, with an
-    /// empty environment, and what it printed is copied out; a native build adds nothing.
+    /// Another architecture's claude is run once in the finished root, chrooted, as `nobody`
+    /// with an empty environment, and what it printed is copied out; a native build adds
+    /// nothing.
     #[test]
     fn a_foreign_claude_is_checked_in_the_root() {
         let recipe = Recipe::new(&BuildOptions::default(), "aarch64").expect("recipe");
@@ -436,8 +438,8 @@ mod tests {
         let foreign = strings(Some(Path::new("/work/b")));
         assert_eq!(foreign.len(), native.len() + 6, "{foreign:?}");
         assert!(foreign.iter().any(|a| a.contains(
-            "chroot \"$1\" env -i HOME=/tmp/ccvm-claude-check/home PATH=/usr/bin:/bin \
-             /usr/local/bin/claude --version"
+            "chroot --userspec=65534:65534 \"$1\" env -i HOME=/tmp/ccvm-claude-check/home \
+             PATH=/usr/bin:/bin /usr/local/bin/claude --version"
         )));
         assert!(
             foreign.contains(

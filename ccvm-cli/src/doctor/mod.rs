@@ -207,6 +207,13 @@ pub fn run(
     for (name, package) in ccvm_image::tools(false, arch) {
         report.program(env, name, package, "building images", false);
     }
+    if let Err(e) = ccvm_image::require_unprivileged_build() {
+        report.add(
+            Level::Warn,
+            "image build",
+            format!("{e}; fix: {}", e.hint().unwrap_or_default()),
+        );
+    }
     match host::images::guest_agent(env, arch) {
         Ok(path) => report.add(
             Level::Ok,
