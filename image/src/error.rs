@@ -89,12 +89,11 @@ pub enum Error {
     #[error("the image build was stopped (signal {signal})")]
     Interrupted { signal: i32 },
 
-    #[error("the downloaded claude reports {printed:?}, expected {expected}{}", said(.stderr))]
-    WrongVersion {
-        printed: String,
-        expected: String,
-        /// What it wrote to stderr (a loader that is missing, say).
-        stderr: String,
+    #[error("the downloaded {package}@{version} is not that package: {detail}")]
+    BadPackage {
+        package: String,
+        version: String,
+        detail: String,
     },
 
     #[error("npm pack produced no tarball in {}", dir.display())]
@@ -171,7 +170,12 @@ impl Error {
                  check `npm config get registry` and try again"
                     .to_owned(),
             ),
-            Error::NoTarball { .. } | Error::WrongVersion { .. } | Error::Kernel { .. } => Some(
+            Error::BadPackage { .. } => Some(
+                "nothing of it ran; with a mirror (npm_config_registry) check what it serves, \
+                 otherwise report this with the build's logs"
+                    .to_owned(),
+            ),
+            Error::NoTarball { .. } | Error::Kernel { .. } => Some(
                 "the package layout may have changed; report this with the build's logs".to_owned(),
             ),
             Error::UnsupportedArch { .. } => Some("images exist for x86_64 and aarch64".to_owned()),
@@ -209,18 +213,4 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::Io { what, path, source }
-}
-
-/// `; it wrote "…"` for a non-empty stderr, its first lines.
-fn said(stderr: &str) -> String {
-    let text: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(3)
-        .collect();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!("; it wrote {:?}", text.join(" / "))
-    }
 }

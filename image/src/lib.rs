@@ -188,14 +188,17 @@ fn run_step_fed(
             source,
         })?;
     let status = loop {
-        match child.try_wait().map_err(io("cannot wait for", log))? {
-            Some(status) => break status,
-            None if stop_signal().is_some() => {
-                stop_step(&mut child);
-                interrupted()?;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
+        if has_exited(&child) {
+            // Whatever the step left running in its group goes with it (its leader is not
+            // reaped yet, so the group id is still the step's).
+            let _ = nix::sys::signal::killpg(group_of(&child), nix::sys::signal::Signal::SIGKILL);
+            break child.wait().map_err(io("cannot wait for", log))?;
         }
+        if stop_signal().is_some() {
+            stop_step(&mut child);
+            interrupted()?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
     if status.success() {
         return Ok(());
@@ -293,8 +296,9 @@ pub fn foreign_exec_problem(arch: &str, binfmt: &Path) -> Option<String> {
 }
 
 /// Why `user` (uid `uid`) cannot run mmdebstrap's unshare mode, the one a user other than
-/// root builds in: no `newuidmap`/`newgidmap` (Debian's `uidmap`) in `bin`, or no line for
-/// the user in `etc`'s `subuid` or `subgid`. `None` for root (mmdebstrap's root mode) or when
+/// root builds in: no `newuidmap`/`newgidmap` (Debian's `uidmap`) in `bin`, or no line of
+/// at least 65536 ids for the user (by name, as mmdebstrap looks it up) in `etc`'s `subuid`
+/// or `subgid`. `None` for root (mmdebstrap's root mode) or when
 /// both are there. `bin` and `etc` are `/usr/bin` and `/etc` (parameters for the tests).
 pub fn unprivileged_build_problem(uid: u32, user: &str, bin: &Path, etc: &Path) -> Option<String> {
     if uid == 0 {
@@ -308,17 +312,33 @@ pub fn unprivileged_build_problem(uid: u32, user: &str, bin: &Path, etc: &Path) 
     for file in ["subuid", "subgid"] {
         let path = etc.join(file);
         let text = fs::read_to_string(&path).unwrap_or_default();
-        let listed = text.lines().any(|line| {
-            line.split(':')
-                .next()
-                .is_some_and(|who| who == user || who == uid.to_string())
-        });
-        if !listed {
-            return Some(format!("{} has no entry for {user}", path.display()));
+        // mmdebstrap looks the user up by name and maps a whole range of 65536 ids.
+        let count = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':');
+                (fields.next() == Some(user))
+                    .then(|| fields.nth(1)?.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+            .max();
+        match count {
+            None => return Some(format!("{} has no entry for {user}", path.display())),
+            Some(count) if count < SUBORDINATE_IDS => {
+                return Some(format!(
+                    "{}'s entry for {user} has {count} ids, fewer than the {SUBORDINATE_IDS} \
+                     a root filesystem needs",
+                    path.display()
+                ));
+            }
+            Some(_) => {}
         }
     }
     None
 }
+
+/// The subordinate ids mmdebstrap's user-namespace mode maps.
+const SUBORDINATE_IDS: u64 = 65536;
 
 /// [`unprivileged_build_problem`] for the user running ccvm, as an error.
 pub fn require_unprivileged_build() -> Result<(), Error> {
@@ -413,18 +433,46 @@ impl Drop for BuildDir {
     }
 }
 
-/// The downloaded claude's `--version` output against the version it should be.
-fn check_version(stdout: &[u8], stderr: &[u8], version: &str) -> Result<(), Error> {
-    let printed = String::from_utf8_lossy(stdout);
-    if printed.starts_with(&format!("{version} ")) {
-        Ok(())
-    } else {
-        Err(Error::WrongVersion {
-            printed: printed.into_owned(),
-            expected: version.to_owned(),
-            stderr: String::from_utf8_lossy(stderr).into_owned(),
-        })
+/// The names, in the build directory, of what mmdebstrap uploads into the root.
+const AGENT_UPLOAD: &str = "ccvm-guest";
+const CLAUDE_UPLOAD: &str = "claude";
+
+/// The unpacked npm package in `dir`: `claude` a regular file (not a link), `package.json` a
+/// regular file of at most 64 KiB whose `name` and `version` are `package` and `version`.
+fn check_package(dir: &Path, package: &str, version: &str) -> Result<(), Error> {
+    let regular = |name: &str| {
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_file() => Ok(meta),
+            _ => Err(Error::BadPackage {
+                package: package.to_owned(),
+                version: version.to_owned(),
+                detail: format!("its `{name}` is not a regular file"),
+            }),
+        }
+    };
+    regular("claude")?;
+    if regular("package.json")?.len() > 64 * 1024 {
+        return Err(Error::BadPackage {
+            package: package.to_owned(),
+            version: version.to_owned(),
+            detail: "its package.json is larger than 64 KiB".to_owned(),
+        });
     }
+    let path = dir.join("package.json");
+    let text = fs::read_to_string(&path).map_err(io("cannot read", &path))?;
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    for (field, expected) in [("name", package), ("version", version)] {
+        let found = json[field].as_str().unwrap_or("");
+        if found != expected {
+            return Err(Error::BadPackage {
+                package: package.to_owned(),
+                version: version.to_owned(),
+                detail: format!("its package.json says {field} {found:?}, not {expected:?}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The signal (SIGINT, SIGTERM, SIGHUP) that asked a build to stop; 0 for none. Set by the
@@ -452,20 +500,34 @@ fn interrupted() -> Result<(), Error> {
 /// temporary root) before its process group is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// The process group a step leads ([`run_step_fed`] starts each in its own).
+fn group_of(child: &std::process::Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(child.id() as i32)
+}
+
+/// Whether the step's leader has exited, without reaping it: until it is reaped its pid, and
+/// so its group id, cannot be reused, which makes a `killpg` after this safe.
+fn has_exited(child: &std::process::Child) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    !matches!(
+        waitid(
+            Id::Pid(group_of(child)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT
+        ),
+        Ok(WaitStatus::StillAlive)
+    )
+}
+
 /// Ends a step's process group: SIGTERM, then SIGKILL after [`STOP_GRACE`]; waits for it.
 fn stop_step(child: &mut std::process::Child) {
     use nix::sys::signal::{Signal, killpg};
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let group = group_of(child);
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The rest of the group (apt, dpkg) goes with its leader.
-            let _ = killpg(group, Signal::SIGKILL);
-            return;
-        }
+    while Instant::now() < deadline && !has_exited(child) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The rest of the group (apt, dpkg) goes with its leader, which is reaped only after.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait();
 }
@@ -557,7 +619,7 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
     let total = 5;
 
     // 1. Claude Code.
-    let claude = work.join("claude");
+    let claude = work.join(CLAUDE_UPLOAD);
     match (&npm, &resolved) {
         (Some(npm), Some(release)) => {
             let version = &release.version;
@@ -626,18 +688,19 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
                     .arg(&tarball)
                     .arg("-C")
                     .arg(&work)
-                    .arg("package/claude"),
+                    .args(["package/claude", "package/package.json"]),
                 &logs.join("untar.log"),
                 "unpacking Claude Code",
                 "the npm package layout may have changed; report this",
             )?;
+            // Its files are what they should be before anything follows them: a regular
+            // `claude` (not a link to a file of the user's, which the chmod below would open
+            // up), a package.json naming the package and version asked for. Nothing downloaded
+            // runs on the host (S10.3): the digest and these names are the checks.
+            check_package(&work.join("package"), release.package, version)?;
             fs::rename(work.join("package/claude"), &claude).map_err(io("cannot move", &claude))?;
             let _ = fs::remove_file(&tarball);
             let _ = fs::remove_dir_all(work.join("package"));
-            // The first run of downloaded code: with nothing of the user's (no API key, no
-            // tokens, a throwaway home), S10.3. Another architecture's binary needs that
-            // architecture's libc, which the host need not have: it runs in the image's root
-            // once that is built (under qemu-user, which the build has already required).
         }
         _ => {
             progress(1, total, "writing the stub claude (test image)");
@@ -647,19 +710,6 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
     fs::set_permissions(&claude, fs::Permissions::from_mode(0o755))
         .map_err(io("cannot chmod", &claude))?;
     let foreign = arch != std::env::consts::ARCH;
-    if let (Some(release), false) = (&resolved, foreign) {
-        let scratch_home = work.join("check-home");
-        fs::create_dir_all(&scratch_home).map_err(io("cannot create", &scratch_home))?;
-        let printed = Command::new(&claude)
-            .arg("--version")
-            .env_clear()
-            .env("HOME", &scratch_home)
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io("cannot run", &claude))?;
-        check_version(&printed.stdout, &printed.stderr, &release.version)?;
-    }
 
     // 2. Debian root filesystem.
     progress(
@@ -676,14 +726,28 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
         ),
     );
     let root_tar = work.join("root.tar");
+    // Uploaded by name from the build directory (mmdebstrap's working directory): the user's
+    // paths may hold spaces or quotes, which mmdebstrap's hook parsing would split or drop.
+    let agent_copy = work.join(AGENT_UPLOAD);
+    fs::copy(agent, &agent_copy).map_err(io("cannot copy", agent))?;
     let mut mm = Command::new(mmdebstrap);
-    let check_in_root = resolved.is_some() && foreign;
-    mm.args(recipe.mmdebstrap_args(agent, &claude, check_in_root.then_some(work.as_path())))
+    mm.args(recipe.mmdebstrap_args(Path::new(AGENT_UPLOAD), Path::new(CLAUDE_UPLOAD)))
         .arg(&options.suite)
         .arg(&root_tar)
         .current_dir(&work)
         .env_clear()
-        .envs(environment.iter().cloned())
+        // Debian's package scripts need none of npm's settings (a registry token, say).
+        .envs(
+            environment
+                .iter()
+                .filter(|(name, _)| {
+                    !name
+                        .to_string_lossy()
+                        .to_ascii_lowercase()
+                        .starts_with("npm_config_")
+                })
+                .cloned(),
+        )
         // The kernel package's hook would build Debian's initramfs, which ccvm replaces with
         // its own (and deletes): minutes of shell under qemu-user for a foreign image.
         .env("INITRD", "No");
@@ -707,15 +771,6 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
                 suite: options.suite.clone(),
             })
     })?;
-
-    if let (Some(release), true) = (&resolved, check_in_root) {
-        let read = |name: &str| fs::read(work.join(name)).unwrap_or_default();
-        check_version(
-            &read(recipe::VERSION_OUT),
-            &read(recipe::VERSION_ERR),
-            &release.version,
-        )?;
-    }
 
     // 3. Kernel, modules and package list out of the tarball.
     progress(3, total, "kernel and initramfs");
@@ -796,6 +851,7 @@ fn build_image(options: &BuildOptions, host: &BuildHost) -> Result<PathBuf, Erro
     let _ = fs::remove_file(&root_tar);
     let _ = fs::remove_dir_all(&extracted);
     let _ = fs::remove_file(&claude);
+    let _ = fs::remove_file(&agent_copy);
 
     // 5. Manifest, then publish.
     progress(5, total, "publishing");
@@ -950,17 +1006,25 @@ mod tests {
             "devops:100000:65536\ndev:165536:65536\n",
         )
         .expect("write");
-        // By uid, as shadow's tools accept too.
+        // By uid only: mmdebstrap does not find it.
         fs::write(etc.join("subgid"), "1000:165536:65536\n").expect("write");
-        assert_eq!(problem(1000), None);
         assert_eq!(
-            problem(1001),
+            problem(1000),
             Some(format!(
                 "{} has no entry for dev",
                 etc.join("subgid").display()
-            )),
-            "another uid's line is not this user's"
+            ))
         );
+        fs::write(etc.join("subgid"), "dev:165536:1000\n").expect("write");
+        assert_eq!(
+            problem(1000),
+            Some(format!(
+                "{}'s entry for dev has 1000 ids, fewer than the 65536 a root filesystem needs",
+                etc.join("subgid").display()
+            ))
+        );
+        fs::write(etc.join("subgid"), "dev:165536:1000\ndev:300000:65536\n").expect("write");
+        assert_eq!(problem(1000), None);
     }
 
     #[test]

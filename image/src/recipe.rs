@@ -16,12 +16,6 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 pub const DEFAULT_KERNEL_FLAVOUR: &str = "";
 /// The Claude Code release the real image carries (S10.2).
 pub const CLAUDE_CODE_VERSION: &str = "2.1.330";
-/// Where in the root the check of another architecture's claude runs (removed after).
-const CHECK_DIR: &str = "tmp/ccvm-claude-check";
-/// What that `claude --version` printed, copied out of the root.
-pub const VERSION_OUT: &str = "claude-version.out";
-/// What it wrote to stderr.
-pub const VERSION_ERR: &str = "claude-version.err";
 
 /// The stub `claude` of the test image: reports what the tests check, exits on request.
 pub const STUB_CLAUDE: &str = r#"#!/bin/sh
@@ -231,17 +225,10 @@ impl Recipe {
         format!("{:x}", hasher.finalize())[..16].to_owned()
     }
 
-    /// mmdebstrap arguments before the suite and output. With `version_to`, the image's
-    /// claude is run once in the finished root (`claude --version`, chrooted, as `nobody`, with nothing of
-    /// the user's) and what it printed is copied out to `version_to`/`VERSION_OUT` and
-    /// `VERSION_ERR`: how another architecture's claude is checked, with the image's own
-    /// libc under qemu-user.
-    pub fn mmdebstrap_args(
-        &self,
-        agent: &Path,
-        claude: &Path,
-        version_to: Option<&Path>,
-    ) -> Vec<OsString> {
+    /// mmdebstrap arguments before the suite and output. `agent` and `claude` are uploaded
+    /// into the root; give names relative to mmdebstrap's working directory (the build's):
+    /// mmdebstrap splits these hooks like a shell, so a path with a space or quote breaks.
+    pub fn mmdebstrap_args(&self, agent: &Path, claude: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "--variant=minbase".into(),
             format!("--architectures={}", self.debian_arch).into(),
@@ -266,20 +253,6 @@ impl Recipe {
              rm -f \"$1\"/etc/ssh/ssh_host_* \"$1\"/boot/initrd.img-*"
                 .to_owned(),
         );
-        if let Some(dir) = version_to {
-            hook(format!(
-                "mkdir -p \"$1/{CHECK_DIR}/home\" && chown -R 65534:65534 \"$1/{CHECK_DIR}\" && \
-                 chroot --userspec=65534:65534 \"$1\" \
-                 env -i HOME=/{CHECK_DIR}/home PATH=/usr/bin:/bin \
-                 /usr/local/bin/claude --version </dev/null \
-                 >\"$1/{CHECK_DIR}/{VERSION_OUT}\" 2>\"$1/{CHECK_DIR}/{VERSION_ERR}\" || true"
-            ));
-            hook(format!(
-                "copy-out /{CHECK_DIR}/{VERSION_OUT} /{CHECK_DIR}/{VERSION_ERR} {}",
-                dir.display()
-            ));
-            hook(format!("rm -rf \"$1/{CHECK_DIR}\""));
-        }
         args
     }
 }
@@ -341,7 +314,7 @@ mod tests {
         );
         assert_ne!(python.key("a"), base.key("a"));
         assert_eq!(python.key("a"), with(&["nodejs", "python3"]).key("a"));
-        let args = python.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"), None);
+        let args = python.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"));
         let include = args
             .iter()
             .find_map(|a| a.to_str()?.strip_prefix("--include="))
@@ -349,7 +322,7 @@ mod tests {
         assert!(include.ends_with(",nodejs,python3"), "{include}");
         // A package the recipe has already is not listed twice.
         let git = with(&["git"]);
-        let args = git.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"), None);
+        let args = git.mmdebstrap_args(Path::new("/agent"), Path::new("/claude"));
         let include = args
             .iter()
             .find_map(|a| a.to_str()?.strip_prefix("--include="))
@@ -404,7 +377,7 @@ mod tests {
     fn mmdebstrap_gets_the_packages_excludes_and_hooks() {
         let recipe = Recipe::new(&BuildOptions::default(), "x86_64").expect("recipe");
         let args: Vec<String> = recipe
-            .mmdebstrap_args(Path::new("/a/ccvm-guest"), Path::new("/w/claude"), None)
+            .mmdebstrap_args(Path::new("/a/ccvm-guest"), Path::new("/w/claude"))
             .into_iter()
             .map(|a| a.into_string().expect("utf8"))
             .collect();
@@ -417,40 +390,6 @@ mod tests {
         assert!(
             args.iter()
                 .any(|a| a.contains("rm -f \"$1\"/etc/ssh/ssh_host_*"))
-        );
-    }
-
-    /// Another architecture's claude is run once in the finished root, chrooted, as `nobody`
-    /// with an empty environment, and what it printed is copied out; a native build adds
-    /// nothing.
-    #[test]
-    fn a_foreign_claude_is_checked_in_the_root() {
-        let recipe = Recipe::new(&BuildOptions::default(), "aarch64").expect("recipe");
-        let strings = |version_to| -> Vec<String> {
-            recipe
-                .mmdebstrap_args(Path::new("/a"), Path::new("/c"), version_to)
-                .into_iter()
-                .map(|a| a.into_string().expect("utf8"))
-                .collect()
-        };
-        let native = strings(None);
-        assert!(!native.iter().any(|a| a.contains("chroot")), "{native:?}");
-        let foreign = strings(Some(Path::new("/work/b")));
-        assert_eq!(foreign.len(), native.len() + 6, "{foreign:?}");
-        assert!(foreign.iter().any(|a| a.contains(
-            "chroot --userspec=65534:65534 \"$1\" env -i HOME=/tmp/ccvm-claude-check/home \
-             PATH=/usr/bin:/bin /usr/local/bin/claude --version"
-        )));
-        assert!(
-            foreign.contains(
-                &"copy-out /tmp/ccvm-claude-check/claude-version.out \
-              /tmp/ccvm-claude-check/claude-version.err /work/b"
-                    .to_owned()
-            )
-        );
-        assert_eq!(
-            foreign.last().map(String::as_str),
-            Some("rm -rf \"$1/tmp/ccvm-claude-check\"")
         );
     }
 }

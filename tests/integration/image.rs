@@ -520,18 +520,77 @@ fn a_claude_code_version_the_registry_lacks_fails_naming_it() {
     );
 }
 
-/// The resolved release is downloaded, checked and run (with nothing of the user's); a
-/// `claude` that reports another version stops the build there.
+/// The resolved release is downloaded and checked, and nothing of it runs on the host
+/// (S10.3): a tarball, listed with its true digest, whose package.json names another version
+/// stops the build there.
 #[test]
-fn a_resolved_claude_that_reports_another_version_stops_the_build() {
+fn a_resolved_package_that_names_another_version_stops_the_build_and_never_runs() {
     let Some((world, registry)) = registry_world(
         "latest",
         |world| {
-            vec![ccvm_test_support::registry::Release::with_script(
+            let other = ccvm_test_support::registry::Release::with_script(
+                claude_platform_package(),
+                "9.9.8",
+                &recording_claude(world, "9.9.9 (Claude Code)"),
+                &world.path("scratch"),
+            );
+            vec![ccvm_test_support::registry::Release {
+                version: "9.9.9".to_owned(),
+                ..other
+            }]
+        },
+        "9.9.9",
+    ) else {
+        return;
+    };
+    let out = build_against(&world, &registry).expect_code(1);
+    assert!(
+        out.error_line().contains(&format!(
+            "the downloaded {}@9.9.9 is not that package: its package.json says version \
+             \"9.9.8\", not \"9.9.9\"",
+            claude_platform_package()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.hint_line().contains("nothing of it ran"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !world.path("claude-ran").exists(),
+        "the downloaded claude ran"
+    );
+    assert!(
+        world
+            .tree()
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("/images/.build-")),
+        "the failed build left its work directory"
+    );
+}
+
+/// A package whose `claude` is a link to one of the user's files (its digest listed, so it
+/// is downloaded): refused before the build makes it executable, which would have opened
+/// the user's file to everyone.
+#[test]
+fn a_package_whose_claude_is_a_link_is_refused_and_the_target_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::cell::RefCell::new(std::path::PathBuf::new());
+    let Some((world, registry)) = registry_world(
+        "9.9.9",
+        |world| {
+            let key = world.home().join(".ssh/id_ed25519");
+            std::fs::create_dir_all(key.parent().expect("dir")).expect("mkdir");
+            std::fs::write(&key, "PRIVATE KEY\n").expect("write");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            *secret.borrow_mut() = key.clone();
+            vec![ccvm_test_support::registry::Release::with_files(
                 claude_platform_package(),
                 "9.9.9",
-                &recording_claude(world, "2.1.330 (Claude Code)"),
                 &world.path("scratch"),
+                |root| std::os::unix::fs::symlink(&key, root.join("claude")).expect("symlink"),
             )]
         },
         "9.9.9",
@@ -541,19 +600,15 @@ fn a_resolved_claude_that_reports_another_version_stops_the_build() {
     let out = build_against(&world, &registry).expect_code(1);
     assert!(
         out.error_line()
-            .contains("reports \"2.1.330 (Claude Code)\\n\", expected 9.9.9"),
+            .contains("is not that package: its `claude` is not a regular file"),
         "{}",
         out.stderr
     );
-    let seen = std::fs::read_to_string(world.path("claude-ran")).expect("the claude ran");
-    assert!(!seen.contains("must-not-leak"), "{seen}");
-    assert!(
-        world
-            .tree()
-            .iter()
-            .all(|p| !p.to_string_lossy().contains("/images/.build-")),
-        "the failed build left its work directory"
-    );
+    let mode = std::fs::metadata(secret.borrow().as_path())
+        .expect("the key is still there")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the user's file was opened up");
 }
 
 #[test]

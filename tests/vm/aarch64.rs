@@ -146,11 +146,10 @@ fn virt_runs_the_real_claude_code_for_arm64() {
 /// `ccvm --backend virt` with no aarch64 image builds one first, as the x86_64 backends do
 /// (S10.3), and then boots it: here with a Claude Code release from a loopback registry (an
 /// exact `claude_code_version`, so the registry's digest is the one checked) whose `claude`
-/// is a script that tells where it runs. Its `--version` is checked inside the new arm64 root,
-/// under qemu-user (not on the host, which has no arm64 libc for the real one), and the
-/// session runs it in the guest.
+/// is a script that prints the version only where it runs as aarch64. Nothing downloaded runs
+/// on the host; the session runs it in the guest.
 #[test]
-fn virt_builds_its_image_on_first_use_checks_claude_in_the_arm64_root_and_boots_it() {
+fn virt_builds_its_image_on_first_use_and_boots_it() {
     if let Some(reason) = vm::can_build(vm::AARCH64).err() {
         vm::skip(&reason);
         return;
@@ -164,8 +163,8 @@ fn virt_builds_its_image_on_first_use_checks_claude_in_the_arm64_root_and_boots_
     let release = ccvm_test_support::registry::Release::with_script(
         "@anthropic-ai/claude-code-linux-arm64",
         "9.9.9",
-        // Right only where it runs as aarch64: in the arm64 root under qemu-user, or in the
-        // guest; run on this x86_64 host it gives itself away.
+        // Right only where it runs as aarch64, in the guest; run on this host it would give
+        // itself away.
         "#!/bin/sh\nif [ \"$(uname -m)\" = aarch64 ]; then echo '9.9.9 (Claude Code)'; \
          else echo \"run on $(uname -m)\"; fi\n",
         &world.path("scratch"),

@@ -22,6 +22,24 @@ impl Release {
     /// A tarball like the real package's (`package/package.json`, `package/claude`) whose
     /// `claude` is `script`, listed with its true digest.
     pub fn with_script(package: &str, version: &str, script: &str, scratch: &Path) -> Release {
+        Release::with_files(package, version, scratch, |root| {
+            std::fs::write(root.join("claude"), script).expect("write claude");
+            std::fs::set_permissions(
+                root.join("claude"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod");
+        })
+    }
+
+    /// A release whose `package/` holds a package.json for `package`@`version` and what
+    /// `populate` puts beside it.
+    pub fn with_files(
+        package: &str,
+        version: &str,
+        scratch: &Path,
+        populate: impl FnOnce(&Path),
+    ) -> Release {
         let dir = scratch.join(format!("release-{version}"));
         let root = dir.join("package");
         std::fs::create_dir_all(&root).expect("mkdir");
@@ -30,12 +48,7 @@ impl Release {
             format!(r#"{{"name": "{package}", "version": "{version}"}}"#),
         )
         .expect("write package.json");
-        std::fs::write(root.join("claude"), script).expect("write claude");
-        std::fs::set_permissions(
-            root.join("claude"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
+        populate(&root);
         let tarball = dir.join("package.tgz");
         let status = Command::new("tar")
             .arg("-czf")
