@@ -44,7 +44,10 @@ fn bash_completes_ccvm_flags_and_backends_and_leaves_claude_arguments_alone() {
         tmux.type_text(typed);
         tmux.keys(keys);
         let screen = tmux.wait_for(what, REACTION, done);
-        tmux.keys(&["C-c"]);
+        // Readline's own line kill, not Ctrl-C: on a loaded machine the completion function
+        // can still be running when its result shows, and Ctrl-C then interrupts it instead
+        // of discarding the line (seen once in CI: the next prompt never came).
+        tmux.keys(&["C-u"]);
         tmux.keys(&["C-l"]);
         screen
     };
