@@ -257,9 +257,9 @@ pub fn find_guest_agent(
 }
 
 /// Why this host cannot run `arch`'s programs, which building an image for it needs (the
-/// root filesystem's maintainer scripts, the downloaded claude's version check); `None` for
-/// the host's own architecture or when binfmt_misc hands them to a qemu-user interpreter
-/// that works inside the build's chroot (the `F` flag: opened once, at registration).
+/// root filesystem's maintainer scripts); `None` for the host's own architecture or when
+/// binfmt_misc hands them to a qemu-user interpreter that works inside the build's chroot
+/// (the `F` flag: opened once, at registration).
 /// `binfmt` is `/proc/sys/fs/binfmt_misc` (a parameter for the tests).
 pub fn foreign_exec_problem(arch: &str, binfmt: &Path) -> Option<String> {
     if arch == std::env::consts::ARCH {
