@@ -298,8 +298,8 @@ pub fn foreign_exec_problem(arch: &str, binfmt: &Path) -> Option<String> {
 /// Why `user` (uid `uid`) cannot run mmdebstrap's unshare mode, the one a user other than
 /// root builds in: no `newuidmap`/`newgidmap` (Debian's `uidmap`) in `bin`, or no line of
 /// at least 65536 ids for the user (by name, as mmdebstrap looks it up) in `etc`'s `subuid`
-/// or `subgid`. `None` for root (mmdebstrap's root mode) or when
-/// both are there. `bin` and `etc` are `/usr/bin` and `/etc` (parameters for the tests).
+/// or `subgid`. `None` for root (mmdebstrap's root mode) or when both are there. `bin` and
+/// `etc` are `/usr/bin` and `/etc` (parameters for the tests).
 pub fn unprivileged_build_problem(uid: u32, user: &str, bin: &Path, etc: &Path) -> Option<String> {
     if uid == 0 {
         return None;
@@ -440,24 +440,18 @@ const CLAUDE_UPLOAD: &str = "claude";
 /// The unpacked npm package in `dir`: `claude` a regular file (not a link), `package.json` a
 /// regular file of at most 64 KiB whose `name` and `version` are `package` and `version`.
 fn check_package(dir: &Path, package: &str, version: &str) -> Result<(), Error> {
-    let regular = |name: &str| {
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_file() => Ok(meta),
-            _ => Err(Error::BadPackage {
-                package: package.to_owned(),
-                version: version.to_owned(),
-                detail: format!("its `{name}` is not a regular file"),
-            }),
-        }
+    let bad = |detail: String| Error::BadPackage {
+        package: package.to_owned(),
+        version: version.to_owned(),
+        detail,
+    };
+    let regular = |name: &str| match fs::symlink_metadata(dir.join(name)) {
+        Ok(meta) if meta.file_type().is_file() => Ok(meta),
+        _ => Err(bad(format!("its `{name}` is not a regular file"))),
     };
     regular("claude")?;
     if regular("package.json")?.len() > 64 * 1024 {
-        return Err(Error::BadPackage {
-            package: package.to_owned(),
-            version: version.to_owned(),
-            detail: "its package.json is larger than 64 KiB".to_owned(),
-        });
+        return Err(bad("its package.json is larger than 64 KiB".to_owned()));
     }
     let path = dir.join("package.json");
     let text = fs::read_to_string(&path).map_err(io("cannot read", &path))?;
@@ -465,11 +459,9 @@ fn check_package(dir: &Path, package: &str, version: &str) -> Result<(), Error> 
     for (field, expected) in [("name", package), ("version", version)] {
         let found = json[field].as_str().unwrap_or("");
         if found != expected {
-            return Err(Error::BadPackage {
-                package: package.to_owned(),
-                version: version.to_owned(),
-                detail: format!("its package.json says {field} {found:?}, not {expected:?}"),
-            });
+            return Err(bad(format!(
+                "its package.json says {field} {found:?}, not {expected:?}"
+            )));
         }
     }
     Ok(())

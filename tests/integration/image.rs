@@ -55,10 +55,7 @@ fn a_foreign_build_names_arch_test_when_it_is_missing() {
         "aarch64"
     };
     for tool in ["mmdebstrap", "tar2sqfs", "tar", "xz"] {
-        let path = world.path(&format!("bin/{tool}"));
-        std::fs::write(&path, "#!/bin/sh\necho ran >> \"$0.ran\"\nexit 99\n").expect("write");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        world.program(tool, "#!/bin/sh\necho ran >> \"$0.ran\"\nexit 99\n");
     }
     let out = world
         .ccvm()
@@ -80,19 +77,13 @@ fn a_foreign_build_names_arch_test_when_it_is_missing() {
 /// step, waits for it, leaves no unfinished build behind and exits 130.
 #[test]
 fn ctrl_c_during_a_build_stops_its_step_and_keeps_nothing() {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let world = World::new();
-    let write = |name: &str, text: &str| {
-        let path = world.path(&format!("bin/{name}"));
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    };
     for tool in ["tar2sqfs", "tar", "xz"] {
-        write(tool, "#!/bin/sh\nexit 0\n");
+        world.program(tool, "#!/bin/sh\nexit 0\n");
     }
     let state = world.path("mmdebstrap-state");
-    write(
+    world.program(
         "mmdebstrap",
         &format!(
             "#!/bin/sh\ntrap '' INT\ntrap 'echo stopped-by-term >> {0}; exit 143' TERM\n\

@@ -176,7 +176,8 @@ pub fn plan(flavor: &Flavor, spec: &VmSpec, facts: &HostFacts) -> Result<Backend
             Acceleration::Tcg if flavor.guest_arch == "x86_64" => "max,erms=off,fsrm=off",
             // With SVE (QEMU 7.2's `max` has it) the real arm64 Claude Code crashes with a
             // segfault as its interface starts; pointer authentication with QEMU's own
-            // algorithm instead of the architected QARMA, which TCG computes slowly.
+            // algorithm instead of the architected QARMA, which TCG computes slowly. Still
+            // `max` with features off (S4.3), as for x86_64.
             Acceleration::Tcg if flavor.guest_arch == "aarch64" => "max,sve=off,pauth-impdef=on",
             Acceleration::Tcg => "max",
         },

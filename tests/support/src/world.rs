@@ -41,11 +41,17 @@ impl World {
         )
         .expect("chmod");
         for program in FAKE_PROGRAMS {
-            let path = world.path("bin").join(program);
-            std::fs::write(&path, "#!/bin/sh\necho \"fake $0 $*\" >&2\nexit 0\n").expect("write");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            world.program(program, "#!/bin/sh\necho \"fake $0 $*\" >&2\nexit 0\n");
         }
         world
+    }
+
+    /// Puts an executable `name` with `script` in the world's `bin` (on ccvm's `PATH`).
+    pub fn program(&self, name: &str, script: &str) -> PathBuf {
+        let path = self.path("bin").join(name);
+        std::fs::write(&path, script).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
     }
 
     /// A world whose `ccvm` sees the real programs on the test's `PATH` (QEMU, ssh,
