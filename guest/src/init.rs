@@ -95,7 +95,9 @@ fn switch_root(virtio: VirtioTransport) -> Result<(), String> {
     let disk = crate::disks::wait_for_disk(ROOT_DISK_SERIAL)?;
     let disk = disk.display().to_string();
     let fstype = root_fstype(&disk)?;
-    modules::load(&initramfs_modules, &[fstype, "overlay"])?;
+    let mut root_modules = ccvm_guest_protocol::modules::root_filesystem(fstype);
+    root_modules.push("overlay");
+    modules::load(&initramfs_modules, &root_modules)?;
     mount_fs(
         "tmpfs",
         "/overlay",

@@ -285,7 +285,8 @@ mod tests {
             dir.join("modules.dep"),
             "kernel/drivers/virtio/virtio_mmio.ko:\nkernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko\n\
              kernel/drivers/virtio/virtio_pci_modern_dev.ko:\nkernel/drivers/block/virtio_blk.ko:\n\
-             kernel/fs/squashfs/squashfs.ko:\nkernel/fs/erofs/erofs.ko:\nkernel/fs/overlayfs/overlay.ko:\n\
+             kernel/fs/squashfs/squashfs.ko:\nkernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko\n\
+             kernel/lib/libcrc32c.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/fs/overlayfs/overlay.ko:\n\
              kernel/fs/9p/9p.ko:\n",
         )
         .expect("dep");
@@ -293,7 +294,8 @@ mod tests {
         assert_eq!(release, "6.1.0-9-amd64");
         assert!(modules.contains(&"kernel/drivers/virtio/virtio_pci_modern_dev.ko".to_owned()));
         assert!(!modules.iter().any(|m| m.contains("9p")));
-        assert_eq!(modules.len(), 7);
+        assert!(modules.contains(&"kernel/crypto/crc32c_generic.ko".to_owned()));
+        assert_eq!(modules.len(), 9);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::BuildOptions;
 use crate::error::Error;
 
-/// Bumped whenever the build steps change what an image contains.
-pub const RECIPE_VERSION: u32 = 1;
+/// Bumped whenever the build steps change what an image contains (2: the root image is
+/// compressed with lz4 instead of zstd).
+pub const RECIPE_VERSION: u32 = 2;
 pub const DEFAULT_SUITE: &str = "bookworm";
 /// Empty: the architecture's generic Debian kernel (`amd64`, `arm64`).
 pub const DEFAULT_KERNEL_FLAVOUR: &str = "";

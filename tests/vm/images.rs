@@ -66,3 +66,37 @@ fn an_image_with_extra_packages_runs_them_and_is_rebuilt_when_they_change() {
         other.stderr
     );
 }
+
+/// squashfs's compression ids (the superblock's 16-bit field at byte 20).
+const SQUASHFS_LZ4: u16 = 5;
+
+/// The root image is squashfs compressed with lz4 (not zstd): under TCG the guest
+/// decompresses at emulated speed, and lz4 cut the real Claude Code's first frame by ~1.3 s
+/// (bench/RESULTS.md, the cold start section). Checked on the stub image and, when it is
+/// built, the real one.
+#[test]
+fn the_root_image_is_squashfs_with_lz4() {
+    let stub = match vm::stub_image() {
+        Ok(image) => image.to_owned(),
+        Err(reason) => {
+            vm::skip(&reason);
+            return;
+        }
+    };
+    let mut images = vec![stub];
+    images.extend(vm::real_image_or_skip());
+    for image in images {
+        let root = image.join("root.img");
+        let head = std::fs::read(&root)
+            .map(|b| b[..22].to_vec())
+            .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+        assert_eq!(&head[..4], b"hsqs", "{} is squashfs", root.display());
+        let compression = u16::from_le_bytes([head[20], head[21]]);
+        assert_eq!(
+            compression,
+            SQUASHFS_LZ4,
+            "{}: compression id {compression}",
+            root.display()
+        );
+    }
+}

@@ -9,14 +9,25 @@ pub const ROOT_FILESYSTEMS: [&str; 2] = ["squashfs", "erofs"];
 
 /// Every module the initramfs must hold: either virtio transport, the block driver, every
 /// root filesystem and the overlay (plus their dependencies, which the builder adds).
-pub const INITRAMFS: [&str; 6] = [
+pub const INITRAMFS: [&str; 7] = [
     "virtio_mmio",
     "virtio_pci",
     "virtio_blk",
     "squashfs",
     "erofs",
+    "crc32c_generic",
     "overlay",
 ];
+
+/// What mounting a root filesystem of type `fstype` needs, in load order. Debian's erofs
+/// depends on `libcrc32c`, which asks the crypto API for a crc32c at load time; without
+/// modprobe in the initramfs nothing would load one, so the generic one comes first.
+pub fn root_filesystem(fstype: &str) -> Vec<&str> {
+    match fstype {
+        "erofs" => vec!["crc32c_generic", "erofs"],
+        other => vec![other],
+    }
+}
 
 /// What reaches the root disk with this transport.
 pub fn root_disk(virtio: VirtioTransport) -> [&'static str; 2] {
@@ -51,8 +62,11 @@ mod tests {
                 assert!(INITRAMFS.contains(&module), "{module}");
             }
         }
-        for fs in ROOT_FILESYSTEMS.iter().chain(&["overlay"]) {
-            assert!(INITRAMFS.contains(fs), "{fs}");
+        for fs in ROOT_FILESYSTEMS {
+            for module in root_filesystem(fs) {
+                assert!(INITRAMFS.contains(&module), "{fs}: {module}");
+            }
         }
+        assert!(INITRAMFS.contains(&"overlay"));
     }
 }
