@@ -41,6 +41,7 @@ echo edited >> "$HOME/.claude/settings.json" && echo "check: settings-writable"
 echo from-guest > "$P/from-guest.txt" && echo "check: project-write=ok"
 echo "check: project-read=$(cat "$P/hello.txt")"
 if sudo -n true 2>/dev/null; then echo "check: sudo=yes"; else echo "check: sudo=no"; fi
+echo "check: nproc=$(nproc)"
 echo "check: kptr_restrict=$(cat /proc/sys/kernel/kptr_restrict)"
 echo "check: shadow-root=$(sudo -n grep '^root:' /etc/shadow | cut -d: -f2)"
 echo "check: sshd-config=$(grep -c '^ForceCommand /usr/local/bin/ccvm-guest session' /etc/ssh/ccvm_sshd_config)"
@@ -432,6 +433,9 @@ fn microvm_9p_read_write_boots_applies_the_seed_and_powers_off() {
     };
     let session = boot_and_check(&world, "microvm");
     common_assertions(&world, &session, false, "9p");
+    // `cpus` unset under TCG: no more vCPUs than the host has cores (at most 4).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(session.value("nproc"), cores.min(4).to_string());
     let written = world.path("project/from-guest.txt");
     assert_eq!(
         fs::read_to_string(&written).expect("the guest's file is on the host"),

@@ -25,8 +25,20 @@ use options::{Ctx, OPTIONS, Raw, apply_table};
 
 /// Default guest RAM.
 pub const DEFAULT_MEMORY_MIB: u32 = 4096;
-/// Default vCPUs.
+/// Default vCPUs under KVM, and the most by default under TCG (see [`default_cpus`]).
 pub const DEFAULT_CPUS: u32 = 4;
+
+/// vCPUs when `cpus` is not set: [`DEFAULT_CPUS`] under KVM; under TCG, where every vCPU is a
+/// host thread emulating a CPU, no more than the host has cores. Measured on a 2-core host
+/// with the real Claude Code to its first frame (bench/RESULTS.md, 5 alternating runs): 1 vCPU
+/// 10.8 s, 2 vCPUs 9.27 s, 4 vCPUs 10.3 s.
+pub fn default_cpus(tcg: bool, host_cores: usize) -> u32 {
+    if tcg {
+        DEFAULT_CPUS.min(u32::try_from(host_cores.max(1)).unwrap_or(u32::MAX))
+    } else {
+        DEFAULT_CPUS
+    }
+}
 /// Default API key variable.
 pub const DEFAULT_API_KEY_VARIABLE: &str = "ANTHROPIC_API_KEY";
 /// Default image name.
@@ -72,7 +84,8 @@ pub struct RunConfig {
     pub backend: String,
     pub writable_cwd: bool,
     pub memory_mib: u32,
-    pub cpus: u32,
+    /// `None` = not set: [`default_cpus`] for the resolved acceleration.
+    pub cpus: Option<u32>,
     pub acceleration: AccelMode,
     /// `None` = the backend's preferred transport.
     pub share_transport: Option<ShareTransport>,
@@ -121,7 +134,7 @@ impl RunConfig {
             backend: default_backend().to_owned(),
             writable_cwd: true,
             memory_mib: DEFAULT_MEMORY_MIB,
-            cpus: DEFAULT_CPUS,
+            cpus: None,
             acceleration: AccelMode::Auto,
             share_transport: None,
             share: ShareSettings::default(),
@@ -301,7 +314,11 @@ mod tests {
     fn defaults_match_the_spec_table() {
         let config = RunConfig::defaults(&env(&[]));
         assert_eq!(config.memory_mib, 4096);
-        assert_eq!(config.cpus, 4);
+        assert_eq!(config.cpus, None, "4, or the host's cores under TCG");
+        assert_eq!(default_cpus(false, 2), 4);
+        assert_eq!(default_cpus(true, 2), 2);
+        assert_eq!(default_cpus(true, 64), 4);
+        assert_eq!(default_cpus(true, 0), 1);
         assert!(config.writable_cwd && config.hypervisor_sandbox && config.clipboard_images);
         assert_eq!(config.acceleration, AccelMode::Auto);
         assert_eq!(config.api_key_variable, "ANTHROPIC_API_KEY");
@@ -462,7 +479,7 @@ mod tests {
         apply_file(&mut config, &path, &env).expect("file");
         apply_env(&mut config, &env).expect("env");
         assert_eq!(config.backend, "virt");
-        assert_eq!(config.cpus, 2, "an empty variable counts as unset");
+        assert_eq!(config.cpus, Some(2), "an empty variable counts as unset");
         apply_flags(
             &mut config,
             &FlagLayer {

@@ -217,9 +217,9 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         key: "cpus",
         env: Some("CCVM_CPUS"),
         env_only: false,
-        help: "vCPUs (4)",
+        help: "vCPUs (4; under TCG at most the host's cores)",
         apply: |c, r, _| {
-            c.cpus = positive_u32(r)?;
+            c.cpus = Some(positive_u32(r)?);
             Ok(())
         },
     },

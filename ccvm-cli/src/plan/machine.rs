@@ -180,7 +180,10 @@ pub fn vm_spec(
         .transpose()?;
     Ok(VmSpec {
         memory_mib: config.memory_mib,
-        cpus: config.cpus,
+        cpus: config.cpus.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            crate::config::default_cpus(acceleration == Acceleration::Tcg, cores)
+        }),
         acceleration,
         kernel: format!("{}/{}", image.dir, ccvm_image::KERNEL_FILE),
         initrd: format!("{}/{}", image.dir, ccvm_image::INITRD_FILE),
