@@ -78,8 +78,8 @@ fn layers_apply_in_order_file_then_env_then_flag() {
 }
 
 /// `cpus` unset: 4 vCPUs under KVM, under TCG no more than the host's cores (each vCPU is a
-/// host thread; on 2 cores 2 vCPUs drew the real Claude Code's first frame 10 % sooner than 4,
-/// bench/RESULTS.md). Set, it is taken as it is, even above the host's cores.
+/// host thread; on 2 cores 2 vCPUs drew the real Claude Code's first frame as soon as 4 or
+/// sooner, bench/RESULTS.md). Set, it is taken as it is, even above the host's cores.
 #[test]
 fn under_tcg_the_default_vcpus_are_at_most_the_host_cores_and_a_set_value_stands() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);

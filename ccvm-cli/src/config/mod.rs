@@ -30,8 +30,9 @@ pub const DEFAULT_CPUS: u32 = 4;
 
 /// vCPUs when `cpus` is not set: [`DEFAULT_CPUS`] under KVM; under TCG, where every vCPU is a
 /// host thread emulating a CPU, no more than the host has cores. Measured on a 2-core host
-/// with the real Claude Code to its first frame (bench/RESULTS.md, 5 alternating runs): 1 vCPU
-/// 10.8 s, 2 vCPUs 9.27 s, 4 vCPUs 10.3 s.
+/// with the real Claude Code to its first frame (the benchmark, 5 alternating runs each, two
+/// runs): 2 vCPUs 9.27 s / 11.5 s against 4 vCPUs 10.3 s / 11.3 s (1 vCPU: 10.8 s / 12.1 s):
+/// never clearly slower, once 10 % faster, and two fewer busy host threads.
 pub fn default_cpus(tcg: bool, host_cores: usize) -> u32 {
     if tcg {
         DEFAULT_CPUS.min(u32::try_from(host_cores.max(1)).unwrap_or(u32::MAX))
