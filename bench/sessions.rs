@@ -105,10 +105,7 @@ fn main() {
             }
         }
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_owned();
+    let root = workspace_root();
     let out = out.unwrap_or_else(|| {
         if virt {
             root.join(if quick {
@@ -174,6 +171,14 @@ fn virt_sections(report: &mut Report, image: &Path, runs: usize) {
     }
     eprintln!("bench: time to first output, virt");
     first_output(report, image, "virt", runs);
+}
+
+/// The repository's root (this benchmark's package is one level down).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_owned()
 }
 
 /// Everything but `--virt`: the x86_64 backends.
@@ -430,6 +435,13 @@ fn command_line(program: &str, args: &[&str]) -> String {
 }
 
 impl Report {
+    /// Keeps the median of `samples` under `name` for a later section (nothing without samples).
+    fn keep_median(&mut self, name: String, samples: &[f64]) {
+        if let Some(stat) = stat(samples) {
+            self.medians.insert(name, stat.median);
+        }
+    }
+
     fn new(quick: bool, virt: bool, image: &Path) -> Self {
         let cpu = fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -701,6 +713,16 @@ fn wait_for_teardown(world: &World) {
     }
 }
 
+/// A world whose `default` image is the real image `image`, under TCG, handed over to the
+/// user the sessions run as.
+fn real_image_world(image: &Path) -> World {
+    let world = World::for_vm();
+    world.config("acceleration = \"tcg\"\n");
+    vm::install_image(image, &world.path("cache"), "default");
+    world.hand_over();
+    world
+}
+
 /// `ccvm` to the real Claude Code's first frame in a terminal, against the same binary
 /// started natively on the host (and, with `--baseline`, another ccvm), alternating.
 fn real_first_frame(
@@ -716,10 +738,7 @@ fn real_first_frame(
             .push("the real claude binary could not be extracted".to_owned());
         return;
     };
-    let world = World::for_vm();
-    world.config("acceleration = \"tcg\"\n");
-    vm::install_image(image, &world.path("cache"), "default");
-    world.hand_over();
+    let world = real_image_world(image);
     let timings = world.path("runtime/timings.json");
     let ccvm = world
         .ccvm()
@@ -774,6 +793,7 @@ fn real_first_frame(
         }
     }
     let after_ready: Vec<f64> = ours.iter().zip(&booted).map(|(a, b)| a - b).collect();
+    report.keep_median(format!("{backend} frame native"), &native);
     let text = &mut report.text;
     let _ = writeln!(
         text,
@@ -831,14 +851,6 @@ fn real_first_frame(
         cell(&alone),
         ratio(&alone, &native)
     );
-    for (name, samples) in [("ccvm", &ours), ("native", &native), ("alone", &alone)] {
-        if let Some(stat) = stat(samples) {
-            report
-                .medians
-                .insert(format!("{backend} frame {name}"), stat.median);
-        }
-    }
-    let text = &mut report.text;
     let share = match (stat(&ours), stat(&alone)) {
         (Some(o), Some(a)) => secs(o.median - a.median),
         _ => "–".to_owned(),
@@ -857,10 +869,7 @@ const CPU_COUNTS: [&str; 3] = ["1", "2", "4"];
 /// (`CCVM_CPUS`), alternating: under TCG every vCPU is a host thread, so more vCPUs than host
 /// cores only add contention.
 fn real_first_frame_cpus(report: &mut Report, image: &Path, runs: usize) {
-    let world = World::for_vm();
-    world.config("acceleration = \"tcg\"\n");
-    vm::install_image(image, &world.path("cache"), "default");
-    world.hand_over();
+    let world = real_image_world(image);
     let mut frames: Vec<Vec<f64>> = vec![Vec::new(); CPU_COUNTS.len()];
     for run in 0..runs {
         for (cpus, samples) in CPU_COUNTS.iter().zip(frames.iter_mut()) {
@@ -939,11 +948,8 @@ fn claude_cold_warm(report: &mut Report, image: &Path, runs: usize) {
                 .push(format!("claude --version run {run}: {output:?}")),
         }
     }
-    for (name, samples) in [("first", &first), ("cold", &cold), ("warm", &warm)] {
-        if let Some(stat) = stat(samples) {
-            report.medians.insert(format!("claude {name}"), stat.median);
-        }
-    }
+    report.keep_median("claude cold".to_owned(), &cold);
+    report.keep_median("claude warm".to_owned(), &warm);
     let _ = writeln!(
         report.text,
         "\n## The claude binary in the guest: cold and warm start (`microvm`, {runs} boots)\n\n\
@@ -1019,16 +1025,7 @@ fn first_output(report: &mut Report, image: &Path, backend: &str, runs: usize) {
         }
     }
     for ((phase, _), samples) in PHASES.iter().zip(&phases) {
-        if let Some(stat) = stat(samples) {
-            report
-                .medians
-                .insert(format!("{backend} {phase}"), stat.median);
-        }
-    }
-    if let Some(stat) = stat(&bare_times) {
-        report
-            .medians
-            .insert(format!("{backend} floor"), stat.median);
+        report.keep_median(format!("{backend} {phase}"), samples);
     }
     let text = &mut report.text;
     let _ = writeln!(
@@ -1169,10 +1166,7 @@ const TINY_INIT_MARKER: &str = "tiny-init: running";
 /// An initramfs holding only `bench/tiny-init.rs`, compiled statically for `arch` (the host's
 /// or aarch64), with `/dev/console` for it to write to; its path, or why there is none.
 fn tiny_initramfs(arch: &str) -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_owned();
+    let root = workspace_root();
     let dir = root.join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let binary = dir.join(format!("tiny-init-{arch}"));
